@@ -1,0 +1,31 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export KERAS_BACKEND ?= tensorflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[cpu,jax,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check hvq_utils tests bench
+
+test: $(VENV)/.installed lint
+	$(BIN)/python -m pytest -q
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m hvq_utils demo --out runs/demo
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/data_prep.py
+
+clean:
+	rm -rf runs .pytest_cache

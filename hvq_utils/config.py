@@ -1,0 +1,254 @@
+"""Presets and configuration: one plain dataclass, three presets that differ only in numbers.
+
+    from hvq_utils import get_preset
+    cfg = get_preset("demo", image_size=256)      # keyword overrides
+    cfg = get_preset("full", **parse_overrides(["prior_steps=5000"]))   # --set key=value
+
+Every value is checked when the config is made, so a bad one fails before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+LEVELS = ("top", "middle", "bottom")
+RESIZE_POLICIES = ("pad", "crop", "stretch")
+CODEBOOK_UPDATES = ("ema", "grad")
+ENCODER_KINDS = ("separate", "shared")
+PRIOR_EMBEDDINGS = ("learned", "codebook")
+MIXED_PRECISION = ("auto", "off", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every knob of the pipeline. Per-level tuples are ordered (top, middle, bottom)."""
+
+    preset: str = "full"
+
+    # --- images (stage 01) ---
+    image_size: int = 512  # side of the square model input, pixels
+    resize: str = "pad"  # "pad" (keep aspect, pad), "crop" (centre crop) or "stretch"
+    pad_color: tuple[int, int, int] = (0, 0, 0)  # fill for "pad", and background for alpha
+    min_image_side: int = 64  # smaller source images are rejected, pixels
+    val_fraction: float = 0.05  # share of images in validation (by path hash)
+    shard_mb: float = 100.0  # target TFRecord shard size, megabytes
+    jpeg_quality: int = 95
+
+    # --- VQ-VAE (stage 02) ---
+    # stride-2 convolutions from the image to each level's grid; 512 / 2**5 = 16 on top.
+    downsamples: tuple[int, int, int] = (5, 4, 3)
+    latent_dim: int = 64
+    codebook_sizes: tuple[int, int, int] = (512, 256, 64)
+    encoder: str = "separate"  # "separate" (the seed: one encoder per level) or "shared" stem
+    encoder_channels: tuple[int, ...] = (32, 64, 128, 128, 128)  # width after each stride-2 conv
+    res_blocks: int = 2  # residual blocks (with CBAM) after each encoder and in the decoder
+    cbam: bool = True  # CBAM attention in residual blocks (arXiv 1807.06521)
+    cbam_reduction: int = 8
+    decoder_channels: int = 64  # width of the merged full-resolution decoder trunk
+    codebook_update: str = "ema"  # "ema" or "grad" (codebook loss + commitment, the seed's)
+    ema_decay: float = 0.99
+    commitment: float = 0.25
+    restart_after: int = 100  # steps a code may stay unused before it is restarted; 0: never
+    batch_size: int = 16
+    learning_rate: float = 3e-4
+    steps: int = 20000
+    checkpoint_every: int = 500
+    flip: bool = True  # random horizontal flips while training
+    mixed_precision: str = "auto"  # "auto": bfloat16 on TPU, float16 on GPU, off on CPU
+
+    # --- priors (stages 04-06) ---
+    prior_blocks: tuple[int, int, int] = (20, 20, 15)
+    prior_channels: tuple[int, int, int] = (256, 128, 64)
+    prior_kernel: int = 3
+    prior_dilations: tuple[int, ...] = (1, 2, 4)  # cycled over the gated blocks
+    prior_dropout: float = 0.1
+    prior_attention: bool = True  # causal CBAM in every gated block
+    prior_embedding: str = "learned"  # "learned" or "codebook" (the VQ-VAE's vectors, frozen)
+    prior_batch_size: int = 32
+    prior_learning_rate: float = 3e-4
+    prior_steps: int = 20000
+
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # --- derived sizes ---
+    @property
+    def reduction(self) -> int:
+        """The top level's reduction factor (32 at the full preset)."""
+        return 2 ** self.downsamples[0]
+
+    @property
+    def grid_sizes(self) -> tuple[int, int, int]:
+        """Latent grid side per level, (top, middle, bottom): (16, 32, 64) at 512 pixels."""
+        return tuple(self.image_size // 2**d for d in self.downsamples)  # type: ignore[return-value]
+
+    def level(self, name: str) -> int:
+        """Index of a level name in the per-level tuples."""
+        if name not in LEVELS:
+            raise ValueError(f"level={name!r} is unknown; use one of {', '.join(LEVELS)}")
+        return LEVELS.index(name)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Config:
+        return cls(**_coerce_all(d))
+
+    def replace(self, **overrides) -> Config:
+        return dataclasses.replace(self, **_coerce_all(overrides))
+
+
+def _field_types() -> dict[str, object]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value, hint) -> object:
+    """Turn a command-line string or a JSON list into the field's type."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        args = typing.get_args(hint)
+        inner = args[0]
+        try:
+            return tuple(_coerce(key, v, inner) for v in value)
+        except TypeError:
+            raise ValueError(f"{key}={value!r} is not a list; give comma-separated values") from None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}={value!r} is not a boolean; use true or false")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} must be a number")
+        try:
+            number = hint(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}={value!r} is not a valid {hint.__name__}") from None
+        if hint is int and isinstance(value, float) and value != int(value):
+            raise ValueError(f"{key}={value!r} must be a whole number")
+        return number
+    return str(value) if hint is str else value
+
+
+def _coerce_all(values: dict) -> dict:
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ValueError(
+            f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(types))}"
+        )
+    return {k: _coerce(k, v, types[k]) for k, v in values.items()}
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not allowed; use one of {', '.join(allowed)}")
+
+
+def _validate(c: Config) -> None:
+    _one_of("resize", c.resize, RESIZE_POLICIES)
+    _one_of("codebook_update", c.codebook_update, CODEBOOK_UPDATES)
+    _one_of("encoder", c.encoder, ENCODER_KINDS)
+    _one_of("prior_embedding", c.prior_embedding, PRIOR_EMBEDDINGS)
+    _one_of("mixed_precision", c.mixed_precision, MIXED_PRECISION)
+    for key in ("downsamples", "codebook_sizes", "prior_blocks", "prior_channels"):
+        if len(getattr(c, key)) != 3:
+            raise ValueError(f"{key}={getattr(c, key)!r} needs 3 values, one per level (top, middle, bottom)")
+    d = c.downsamples
+    if not (d[0] > d[1] > d[2] >= 1):
+        raise ValueError(f"downsamples={d!r} must shrink from top to bottom and stay >= 1, e.g. (5, 4, 3)")
+    if c.image_size < 1 or c.image_size % c.reduction:
+        ok = max(c.reduction, round(c.image_size / c.reduction) * c.reduction)
+        raise ValueError(
+            f"image_size={c.image_size} is not divisible by {c.reduction} "
+            f"(the top level's reduction); use {ok}"
+        )
+    if len(c.encoder_channels) != d[0]:
+        raise ValueError(
+            f"encoder_channels has {len(c.encoder_channels)} widths but the top encoder has "
+            f"{d[0]} stride-2 convolutions (downsamples[0]); give {d[0]} widths"
+        )
+    for level, k in zip(LEVELS, c.codebook_sizes):
+        if k < 2:
+            raise ValueError(f"codebook_sizes has {k} codes for the {level} level; use 2 or more")
+    positive = (
+        "latent_dim", "res_blocks", "cbam_reduction", "decoder_channels", "batch_size", "steps",
+        "checkpoint_every", "prior_kernel", "prior_batch_size", "prior_steps", "min_image_side",
+        "jpeg_quality",
+    )
+    for key in positive:
+        if getattr(c, key) < 1:
+            raise ValueError(f"{key}={getattr(c, key)} must be 1 or more")
+    for key in ("encoder_channels", "prior_blocks", "prior_channels", "prior_dilations"):
+        if any(v < 1 for v in getattr(c, key)) or not getattr(c, key):
+            raise ValueError(f"{key}={getattr(c, key)!r} needs values of 1 or more")
+    if not 0.0 <= c.val_fraction < 1.0:
+        raise ValueError(f"val_fraction={c.val_fraction} must be in [0, 1)")
+    if not 0.0 < c.ema_decay < 1.0:
+        raise ValueError(f"ema_decay={c.ema_decay} must be in (0, 1), e.g. 0.99")
+    if not 0.0 <= c.prior_dropout < 1.0:
+        raise ValueError(f"prior_dropout={c.prior_dropout} must be in [0, 1)")
+    if c.prior_kernel % 2 == 0:
+        raise ValueError(f"prior_kernel={c.prior_kernel} must be odd, e.g. 3")
+    if c.jpeg_quality > 100:
+        raise ValueError(f"jpeg_quality={c.jpeg_quality} must be at most 100")
+    if c.shard_mb <= 0 or c.learning_rate <= 0 or c.prior_learning_rate <= 0:
+        raise ValueError("shard_mb, learning_rate and prior_learning_rate must be positive")
+    if c.restart_after < 0:
+        raise ValueError(f"restart_after={c.restart_after} must be 0 (never) or more")
+
+
+PRESETS: dict[str, dict] = {
+    # The seed's configuration: 512x512, grids 16/32/64, latent dim 64, codebooks 512/256/64.
+    "full": {},
+    # A laptop CPU in minutes, on the sample data that ships: grids 4/8/16.
+    "demo": dict(
+        image_size=128, encoder_channels=(16, 32, 64, 64, 64), res_blocks=1, decoder_channels=32,
+        min_image_side=32, shard_mb=8.0, batch_size=16, steps=300, checkpoint_every=100,
+        restart_after=20, prior_blocks=(4, 4, 3), prior_channels=(64, 48, 32),
+        prior_batch_size=32, prior_steps=300, prior_learning_rate=1e-3, val_fraction=0.1,
+    ),
+    # Tests and CI, seconds: 32x32 images, grids 4/8/16 through 3/2/1 downsamples.
+    "smoke": dict(
+        image_size=32, downsamples=(3, 2, 1), encoder_channels=(8, 16, 16), res_blocks=1,
+        latent_dim=8, codebook_sizes=(16, 8, 4), cbam_reduction=4, decoder_channels=8,
+        min_image_side=16, shard_mb=0.05, batch_size=4, steps=6, checkpoint_every=3,
+        restart_after=2, prior_blocks=(2, 2, 2), prior_channels=(16, 8, 8), prior_dilations=(1, 2),
+        prior_batch_size=4, prior_steps=6, val_fraction=0.2, learning_rate=1e-3,
+    ),
+}
+
+
+def get_preset(name: str = "full", **overrides) -> Config:
+    """The named preset with keyword overrides applied and checked.
+
+    get_preset("smoke", steps=10) -> Config; unknown names or keys raise ValueError.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is unknown; use one of {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **overrides}
+    return Config(preset=name, **_coerce_all(values))
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """["steps=10", "resize=crop"] -> {"steps": "10", "resize": "crop"} (coerced later)."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r} is not key=value; write e.g. --set steps=1000")
+        out[key.strip()] = value.strip()
+    return out
