@@ -20,7 +20,11 @@ from hvq_utils.config import LEVELS, PRESETS, get_preset, parse_overrides
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="full", choices=sorted(PRESETS), help="size preset")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set resize=crop (repeatable)",
     )
 

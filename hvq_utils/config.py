@@ -147,9 +147,7 @@ def _coerce_all(values: dict) -> dict:
     types = _field_types()
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ValueError(
-            f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(types))}"
-        )
+        raise ValueError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(types))}")
     return {k: _coerce(k, v, types[k]) for k, v in values.items()}
 
 
@@ -181,12 +179,21 @@ def _validate(c: Config) -> None:
             f"encoder_channels has {len(c.encoder_channels)} widths but the top encoder has "
             f"{d[0]} stride-2 convolutions (downsamples[0]); give {d[0]} widths"
         )
-    for level, k in zip(LEVELS, c.codebook_sizes):
+    for level, k in zip(LEVELS, c.codebook_sizes, strict=True):
         if k < 2:
             raise ValueError(f"codebook_sizes has {k} codes for the {level} level; use 2 or more")
     positive = (
-        "latent_dim", "res_blocks", "cbam_reduction", "decoder_channels", "batch_size", "steps",
-        "checkpoint_every", "prior_kernel", "prior_batch_size", "prior_steps", "min_image_side",
+        "latent_dim",
+        "res_blocks",
+        "cbam_reduction",
+        "decoder_channels",
+        "batch_size",
+        "steps",
+        "checkpoint_every",
+        "prior_kernel",
+        "prior_batch_size",
+        "prior_steps",
+        "min_image_side",
         "jpeg_quality",
     )
     for key in positive:
@@ -216,18 +223,46 @@ PRESETS: dict[str, dict] = {
     "full": {},
     # A laptop CPU in minutes, on the sample data that ships: grids 4/8/16.
     "demo": dict(
-        image_size=128, encoder_channels=(16, 32, 64, 64, 64), res_blocks=1, decoder_channels=32,
-        min_image_side=32, shard_mb=8.0, batch_size=16, steps=300, checkpoint_every=100,
-        restart_after=20, prior_blocks=(4, 4, 3), prior_channels=(64, 48, 32),
-        prior_batch_size=32, prior_steps=300, prior_learning_rate=1e-3, val_fraction=0.1,
+        image_size=128,
+        encoder_channels=(16, 32, 64, 64, 64),
+        res_blocks=1,
+        decoder_channels=32,
+        min_image_side=32,
+        shard_mb=8.0,
+        batch_size=16,
+        steps=300,
+        checkpoint_every=100,
+        restart_after=20,
+        prior_blocks=(4, 4, 3),
+        prior_channels=(64, 48, 32),
+        prior_batch_size=32,
+        prior_steps=300,
+        prior_learning_rate=1e-3,
+        val_fraction=0.1,
     ),
     # Tests and CI, seconds: 32x32 images, grids 4/8/16 through 3/2/1 downsamples.
     "smoke": dict(
-        image_size=32, downsamples=(3, 2, 1), encoder_channels=(8, 16, 16), res_blocks=1,
-        latent_dim=8, codebook_sizes=(16, 8, 4), cbam_reduction=4, decoder_channels=8,
-        min_image_side=16, shard_mb=0.05, batch_size=4, steps=6, checkpoint_every=3,
-        restart_after=2, prior_blocks=(2, 2, 2), prior_channels=(16, 8, 8), prior_dilations=(1, 2),
-        prior_batch_size=4, prior_steps=6, val_fraction=0.2, learning_rate=1e-3,
+        image_size=32,
+        downsamples=(3, 2, 1),
+        encoder_channels=(8, 16, 16),
+        res_blocks=1,
+        latent_dim=8,
+        codebook_sizes=(16, 8, 4),
+        cbam_reduction=4,
+        decoder_channels=8,
+        min_image_side=16,
+        shard_mb=0.05,
+        batch_size=4,
+        steps=6,
+        checkpoint_every=3,
+        restart_after=2,
+        prior_blocks=(2, 2, 2),
+        prior_channels=(16, 8, 8),
+        prior_dilations=(1, 2),
+        prior_batch_size=4,
+        prior_steps=6,
+        val_fraction=0.2,
+        learning_rate=1e-3,
     ),
 }
 

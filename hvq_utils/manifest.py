@@ -91,15 +91,16 @@ def read_manifest(artifact_dir: str | os.PathLike, stage: str | None = None) -> 
     if not path.is_file():
         want = f" of stage {stage!r}" if stage else ""
         raise ManifestError(
-            f"{artifact_dir} has no {MANIFEST}; point this at an artifact directory{want} "
-            "made by hvq_utils"
+            f"{artifact_dir} has no {MANIFEST}; point this at an artifact directory{want} made by hvq_utils"
         )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path} is not readable JSON ({e}); re-run the stage that made it") from None
     if manifest.get("hash") != content_hash(manifest):
-        raise ManifestError(f"{path} was edited after it was written (its hash does not match); re-run the stage that made it")
+        raise ManifestError(
+            f"{path} was edited after it was written (its hash does not match); re-run the stage that made it"
+        )
     if stage is not None and manifest.get("stage") != stage:
         raise ManifestError(
             f"{artifact_dir} holds a {manifest.get('stage')!r} artifact, not {stage!r}; "

@@ -28,7 +28,9 @@ def run_notebook(name: str, params: dict, cwd: Path, timeout: int = 900):
     env_backup = dict(os.environ)
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
