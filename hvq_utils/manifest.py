@@ -114,7 +114,3 @@ def describe(manifest: dict) -> str:
     """A short name for error messages: 'train-vqvae at runs/vq (hash 1a2b3c4d)'."""
     return f"{manifest.get('stage')} at {manifest.get('_path', '?')} (hash {str(manifest.get('hash'))[:8]})"
 
-
-def require_same(a: dict, b: dict, what: str, fix: str) -> None:
-    """Refuse, naming both manifests, when two artifacts disagree on `what`."""
-    raise ManifestError(f"{what} differ between {describe(a)} and {describe(b)}; {fix}")

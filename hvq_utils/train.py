@@ -106,18 +106,21 @@ def _callbacks(out_dir: Path, total: int, every: int, state: dict) -> list:
         def on_epoch_end(self, epoch, logs=None):
             if "bad_step" in state:
                 return
-            state["logs"] = dict(logs or {})
             step = int(self.model.optimizer.iterations)
+            if logs is not None:
+                logs["step"] = step  # log.csv's x axis: epochs restart their count on resume
+            state["logs"] = dict(logs or {})
             _save_checkpoint(self.model, out_dir, step)
             state["step"] = step
 
     callbacks = [Guard(), keras.callbacks.CSVLogger(str(out_dir / "log.csv"), append=True)]
     try:
-        import tensorflow  # noqa: F401  (Keras' TensorBoard writer needs it)
+        import tensorboard  # noqa: F401  (Keras' TensorBoard writer needs it and TensorFlow)
+        import tensorflow  # noqa: F401
 
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), update_freq=every))
     except ImportError:
-        print("TensorBoard logs skipped: TensorFlow is not installed here (log.csv has the curves)")
+        print("TensorBoard logs skipped: TensorFlow or TensorBoard is not installed (log.csv has the curves)")
     return callbacks
 
 
