@@ -1,0 +1,159 @@
+"""The notebooks' pictures: training curves, reconstructions, code maps, level ablations,
+code histograms, and an interactive reconstruction widget. Each returns its matplotlib figure
+(or widget) so a notebook shows it and a test can inspect it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hvq_utils.config import LEVELS
+
+
+def read_log(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """log.csv of a training run -> {column: float64 (N,)}, one row per checkpoint."""
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; train first (it is written at every checkpoint)")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) if r[k] not in ("", "NA") else np.nan for r in rows]) for k in rows[0]}
+
+
+def training_curves(run_dir: str | os.PathLike, metrics: tuple[str, ...]):
+    """One panel per metric, train and validation against the step."""
+    import matplotlib.pyplot as plt
+
+    log = read_log(run_dir)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False)
+    for ax, name in zip(axes[0], metrics, strict=True):
+        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+            if key in log and np.isfinite(log[key]).any():
+                ax.plot(log["step"], log[key], marker="o", label=label)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _show_row(axes, images: np.ndarray, title: str) -> None:
+    for i, ax in enumerate(axes):
+        ax.imshow(np.clip(images[i], 0.0, 1.0))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_ylabel(title)
+
+
+def reconstructions(vq, images: np.ndarray):
+    """Originals over reconstructions. images: float32 (B, S, S, 3) in [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    recon = np.asarray(vq.reconstruct(images))
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2 * n, 4.2), squeeze=False)
+    _show_row(axes[0], images, "original")
+    _show_row(axes[1], recon, "reconstruction")
+    fig.tight_layout()
+    return fig
+
+
+def ablations(vq, images: np.ndarray):
+    """Rows: originals, then decodes from each level alone and from all three.
+
+    Shows what each level carries (see VQVAE.reconstruct for how a level is ablated).
+    """
+    import matplotlib.pyplot as plt
+
+    rows = [("original", images)]
+    for levels in (("top",), ("middle",), ("bottom",), ("top", "middle"), LEVELS):
+        rows.append(("+".join(levels), np.asarray(vq.reconstruct(images, levels=levels))))
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(2 * n, 2.1 * len(rows)), squeeze=False)
+    for ax_row, (title, imgs) in zip(axes, rows, strict=True):
+        _show_row(ax_row, imgs, title)
+    fig.tight_layout()
+    return fig
+
+
+def code_maps(vq, image: np.ndarray):
+    """An image and its three code grids. image: float32 (S, S, 3) in [0, 1]."""
+    import matplotlib.pyplot as plt
+
+    codes = {k: np.asarray(v)[0] for k, v in vq.encode(image[None]).items()}
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+    axes[0].imshow(np.clip(image, 0, 1))
+    axes[0].set_title("image")
+    for ax, level in zip(axes[1:], LEVELS, strict=True):
+        im = ax.imshow(codes[level], cmap="nipy_spectral", interpolation="nearest")
+        ax.set_title(f"{level} codes {codes[level].shape[0]}x{codes[level].shape[1]}")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def code_histograms(histograms: dict[str, list[int]]):
+    """Bar chart of code frequencies per level, sorted, as `encode` records them."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+    for ax, level in zip(axes, LEVELS, strict=True):
+        counts = np.sort(np.asarray(histograms[level]))[::-1]
+        used = int((counts > 0).sum())
+        ax.bar(np.arange(len(counts)), counts, width=1.0)
+        ax.set_title(f"{level}: {used} of {len(counts)} codes used")
+        ax.set_xlabel("code (by frequency)")
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_widget(vq, images: np.ndarray):
+    """Pick an image and the levels to decode from; see the original beside the result.
+
+    images: float32 (N, S, S, 3) in [0, 1]. Returns an ipywidgets box to display.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    index = widgets.IntSlider(0, 0, len(images) - 1, description="image")
+    boxes = {lv: widgets.Checkbox(True, description=lv) for lv in LEVELS}
+    out = widgets.Output()
+
+    def redraw(_=None) -> None:
+        levels = tuple(lv for lv in LEVELS if boxes[lv].value)
+        image = images[index.value : index.value + 1]
+        recon = np.asarray(vq.reconstruct(image, levels=levels))[0] if levels else np.zeros_like(image[0])
+        mse = float(np.mean((recon - image[0]) ** 2))
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+            axes[0].imshow(image[0])
+            axes[0].set_title("original")
+            axes[1].imshow(np.clip(recon, 0, 1))
+            psnr = 10 * np.log10(1.0 / max(mse, 1e-10))
+            axes[1].set_title(f"from {'+'.join(levels) or 'nothing'}: PSNR {psnr:.1f} dB")
+            for ax in axes:
+                ax.axis("off")
+            plt.show()
+
+    for w in (index, *boxes.values()):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([index, *boxes.values()]), out])
+
+
+def preview_batch(data_dir: str | os.PathLike, n: int = 8) -> np.ndarray:
+    """The first `n` prepared images (validation if there is any): float32 (n, S, S, 3)."""
+    from hvq_utils.data import image_dataset
+    from hvq_utils.manifest import read_manifest
+
+    splits = read_manifest(data_dir, "prepare")["splits"]
+    split = "validation" if splits.get("validation", 0) >= n else "train"
+    return next(image_dataset(data_dir, split, n, training=False).as_numpy_iterator())
