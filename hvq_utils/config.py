@@ -42,11 +42,12 @@ class Config:
     latent_dim: int = 64
     codebook_sizes: tuple[int, int, int] = (512, 256, 64)
     encoder: str = "separate"  # "separate" (the seed: one encoder per level) or "shared" stem
-    encoder_channels: tuple[int, ...] = (32, 64, 128, 128, 128)  # width after each stride-2 conv
-    res_blocks: int = 2  # residual blocks (with CBAM) after each encoder and in the decoder
-    cbam: bool = True  # CBAM attention in residual blocks (arXiv 1807.06521)
+    # Width after each stride-2 conv; narrow near full resolution, where convolutions are dear.
+    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    res_blocks: int = 2  # residual blocks after each encoder (with CBAM) and in the decoder
+    cbam: bool = True  # CBAM attention in the encoders' residual blocks (arXiv 1807.06521)
     cbam_reduction: int = 8
-    decoder_channels: int = 64  # width of the merged full-resolution decoder trunk
+    decoder_channels: int = 16  # width of the merged full-resolution decoder trunk
     codebook_update: str = "ema"  # "ema" or "grad" (codebook loss + commitment, the seed's)
     ema_decay: float = 0.99
     commitment: float = 0.25

@@ -1,0 +1,307 @@
+"""The 3-level VQ-VAE of the seed: three encoders, three quantizers, one decoder.
+
+    vq = build_vqvae(get_preset("full"))
+    codes = vq.encode(images)        # images: float32 (B, 512, 512, 3) in [0, 1]
+    # {"top": int32 (B, 16, 16), "middle": int32 (B, 32, 32), "bottom": int32 (B, 64, 64)}
+    images = vq.decode(codes)        # float32 (B, 512, 512, 3) in [0, 1]
+    compile_vqvae(vq, config); vq.fit(image_batches)   # batches of images only, no labels
+
+Encoders (sizes at the full preset). Each level reads the image through its own stride-2
+convolutions (5, 4 and 3 of them: 16, 32 and 64 pixel grids), then residual blocks with CBAM
+attention. The middle level also sees the quantized top latents and the bottom level the
+quantized top and middle latents, each upsampled to its grid by stride-2 transposed
+convolutions and concatenated before a 1x1 convolution to the latent dim. With
+`encoder="shared"` the levels share one stem instead: the bottom level's convolutions run once,
+the middle level continues from them with one more and the top level with another, which more
+than halves the encoder's arithmetic (the decoder's, unchanged, then dominates).
+
+Decoder. Each level's quantized latents go through a 3x3 convolution and residual blocks at
+their own grid, then up to the image size through their own chain of stride-2 transposed
+convolutions (widths mirror the encoder's); the three results are summed into a
+`decoder_channels` wide trunk, and residual blocks and a 3x3 convolution make RGB. The trunk
+runs at full resolution, which is why it is narrow and its blocks carry no CBAM.
+
+Output: clipped to [0, 1] with a straight-through gradient. A plain clip would stop the
+gradient of a pixel that overshoots the range in the wrong direction; a sigmoid would need
+infinite logits for the exact black of "pad" resizing and flattens gradients near 0 and 1.
+
+Ablation (`reconstruct(images, levels=...)`): a level left out is decoded from its codebook's
+usage-weighted mean vector at every position, the latent the decoder sees on average for that
+level, instead of zeros, which the decoder never saw. The picture then shows what the named
+levels carry on top of an "average" contribution of the others.
+
+Training: `fit` on batches of images. `compute_loss` returns MSE + the quantizers' latent losses
+and updates the metrics `mse`, `psnr` (dB, per image) and `<level>_perplexity`, `<level>_usage`
+(fraction of the codebook used in the batch), which `fit` and `evaluate` log on the TensorFlow
+and the JAX backends.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from hvq_utils.config import LEVELS, Config
+from hvq_utils.vqvae.layers import ResBlock
+from hvq_utils.vqvae.quantizer import VectorQuantizer, replica_count
+
+# (upper, lower) level indices: each lower encoder sees every upper level's quantized latents.
+_CONDITIONS = ((0, 1), (0, 2), (1, 2))
+
+
+def _down(widths, name: str) -> keras.Sequential:
+    """Stride-2 4x4 convolutions with ReLU, one per width: (B, H, W, C) -> (B, H/2^n, W/2^n, w)."""
+    convs = [
+        layers.Conv2D(w, 4, strides=2, padding="same", activation="relu", name=f"{name}_down{i}")
+        for i, w in enumerate(widths)
+    ]
+    return keras.Sequential(convs, name=name)
+
+
+def _up(widths, name: str, relu_last: bool) -> list[layers.Layer]:
+    """Stride-2 4x4 transposed convolutions, one per width, each doubling the grid side."""
+    return [
+        layers.Conv2DTranspose(
+            w, 4, strides=2, padding="same", name=f"{name}_up{i}",
+            activation="relu" if relu_last or i < len(widths) - 1 else None,
+        )
+        for i, w in enumerate(widths)
+    ]
+
+
+@keras.saving.register_keras_serializable(package="hvq")
+class VQVAE(keras.Model):
+    """The hierarchical VQ-VAE; build it with `build_vqvae(config)`.
+
+    call(images, training) -> reconstructions: float32 (B, S, S, 3) in [0, 1], for images
+    float (B, S, S, 3) in [0, 1], S = config.image_size.
+    """
+
+    def __init__(self, config: Config | dict, **kwargs):
+        super().__init__(**kwargs)
+        c = config if isinstance(config, Config) else Config.from_dict(config)
+        self.config = c
+        d = c.downsamples  # stride-2 steps to each grid, (top, middle, bottom)
+        widths = c.encoder_channels
+
+        def blocks(level: str, part: str) -> list[layers.Layer]:
+            # CBAM where the seed had it, in the encoders; the decoder's blocks are plain,
+            # which matters at full resolution, where attention costs more than the convolutions.
+            return [
+                ResBlock(
+                    c.cbam and part == "encoder", c.cbam_reduction, name=f"{level}_{part}_res{i}"
+                )
+                for i in range(c.res_blocks)
+            ]
+
+        if c.encoder == "separate":
+            self.stems = [_down(widths[: d[i]], f"{level}_stem") for i, level in enumerate(LEVELS)]
+        else:
+            # Run in reverse order: bottom from the image, middle from bottom, top from middle.
+            self.stems = [
+                _down(widths[d[1] : d[0]], "top_stem"),
+                _down(widths[d[2] : d[1]], "middle_stem"),
+                _down(widths[: d[2]], "bottom_stem"),
+            ]
+        self.encoder_blocks = [
+            keras.Sequential([*blocks(level, "encoder"), layers.ReLU()], name=f"{level}_encoder")
+            for level in LEVELS
+        ]
+        self.conditioners = [
+            keras.Sequential(
+                _up([c.latent_dim] * (d[upper] - d[lower]), f"{LEVELS[upper]}_to_{LEVELS[lower]}",
+                    relu_last=True),
+                name=f"{LEVELS[upper]}_to_{LEVELS[lower]}",
+            )
+            for upper, lower in _CONDITIONS
+        ]
+        self.pre_quantizers = [
+            layers.Conv2D(c.latent_dim, 1, name=f"{level}_pre_quantizer") for level in LEVELS
+        ]
+        self.quantizers = [
+            VectorQuantizer(
+                c.codebook_sizes[i], c.latent_dim, update=c.codebook_update, decay=c.ema_decay,
+                commitment=c.commitment, restart_after=c.restart_after, seed=c.seed + i,
+                name=f"{level}_quantizer",
+            )
+            for i, level in enumerate(LEVELS)
+        ]
+        # Upsampling widths mirror the encoder: the width the encoder had at each grid side,
+        # and decoder_channels at full size.
+        self.decoder_streams = [
+            keras.Sequential(
+                [
+                    layers.Conv2D(widths[d[i] - 1], 3, padding="same", name=f"{level}_decoder_in"),
+                    *blocks(level, "decoder"),
+                    layers.ReLU(),
+                    *_up([*widths[: d[i] - 1][::-1], c.decoder_channels], f"{level}_decoder",
+                         relu_last=False),
+                ],
+                name=f"{level}_decoder",
+            )
+            for i, level in enumerate(LEVELS)
+        ]
+        self.trunk = keras.Sequential(
+            [
+                *blocks("trunk", "decoder"),
+                layers.ReLU(),
+                # float32 so the images come out float32 under a mixed-precision policy.
+                layers.Conv2D(3, 3, padding="same", dtype="float32", name="to_rgb"),
+            ],
+            name="trunk",
+        )
+        self.trackers = [keras.metrics.Mean(name="mse"), keras.metrics.Mean(name="psnr")]
+        for level in LEVELS:
+            self.trackers += [
+                keras.metrics.Mean(name=f"{level}_perplexity"),
+                keras.metrics.Mean(name=f"{level}_usage"),
+            ]
+        # Latent loss, perplexity and usage per level from the last forward pass: compute_loss
+        # runs right after call in the same traced step and reads them from here.
+        self._last_stats = None
+
+    # --- forward pieces ---
+    def _features(self, images) -> list:
+        """Encoder features per level (top, middle, bottom), before conditioning."""
+        self._check_images(images)
+        if self.config.encoder == "separate":
+            raw = [stem(images) for stem in self.stems]
+        else:
+            bottom = self.stems[2](images)
+            middle = self.stems[1](bottom)
+            raw = [self.stems[0](middle), middle, bottom]
+        return [block(h) for block, h in zip(self.encoder_blocks, raw, strict=True)]
+
+    def _quantize(self, images, training: bool = False) -> list[dict]:
+        """Quantizer outputs per level (top, middle, bottom); see VectorQuantizer.call."""
+        features = self._features(images)
+        outputs: list[dict] = []
+        for i in range(len(LEVELS)):
+            parts = [features[i]]
+            for (upper, lower), conditioner in zip(_CONDITIONS, self.conditioners, strict=True):
+                if lower == i:
+                    parts.append(conditioner(outputs[upper]["quantized"]))
+            h = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+            z = self.pre_quantizers[i](h)  # (B, g, g, latent_dim)
+            outputs.append(self.quantizers[i](z, training=training))
+        return outputs
+
+    def _decode_latents(self, latents: list):
+        """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1]."""
+        merged = self.decoder_streams[0](latents[0])
+        for stream, q in zip(self.decoder_streams[1:], latents[1:], strict=True):
+            merged = merged + stream(q)  # (B, S, S, decoder_channels)
+        raw = self.trunk(merged)
+        # Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back.
+        return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
+
+    def _check_images(self, images) -> None:
+        size = self.config.image_size
+        shape = tuple(images.shape)
+        expected = (size, size, 3)
+        wrong = [s is not None and s != e for s, e in zip(shape[1:], expected, strict=False)]
+        if len(shape) != 4 or any(wrong):
+            raise ValueError(
+                f"images have shape {shape} but this VQ-VAE takes (B, {size}, {size}, 3) "
+                f"(image_size={size}); resize them or build the model for their size"
+            )
+
+    def build(self, input_shape):
+        # A symbolic pass (shapes only, no arithmetic) builds every sublayer, in order.
+        self.call(keras.KerasTensor(tuple(input_shape)))
+
+    def call(self, images, training=False):
+        outputs = self._quantize(images, training=training)
+        self._last_stats = [{k: o[k] for k in ("loss", "perplexity", "usage")} for o in outputs]
+        return self._decode_latents([o["quantized"] for o in outputs])
+
+    # --- public API ---
+    def encode(self, images) -> dict:
+        """images: float32 (B, S, S, 3) in [0, 1] -> {level: int32 (B, g, g)}, g = grid side."""
+        outputs = self._quantize(ops.convert_to_tensor(images, "float32"))
+        return {level: o["codes"] for level, o in zip(LEVELS, outputs, strict=True)}
+
+    def decode(self, codes: dict):
+        """{level: int (B, g, g)} for all three levels -> float32 (B, S, S, 3) in [0, 1]."""
+        missing = [level for level in LEVELS if level not in codes]
+        if missing:
+            raise ValueError(
+                f"codes lack the {', '.join(missing)} level(s); give all of {', '.join(LEVELS)}"
+            )
+        latents = [q.lookup(codes[lv]) for q, lv in zip(self.quantizers, LEVELS, strict=True)]
+        return self._decode_latents(latents)
+
+    def reconstruct(self, images, levels: tuple[str, ...] | list[str] = LEVELS):
+        """Decode images keeping only `levels`; the others are ablated.
+
+        images: float32 (B, S, S, 3) in [0, 1] -> float32 (B, S, S, 3) in [0, 1]. An ablated
+        level's latents are replaced by its codebook's usage-weighted mean vector everywhere.
+        """
+        unknown = [level for level in levels if level not in LEVELS]
+        if unknown:
+            raise ValueError(f"levels={tuple(levels)!r} has unknown {unknown[0]!r}; use {LEVELS}")
+        outputs = self._quantize(ops.convert_to_tensor(images, "float32"))
+        latents = []
+        for level, quantizer, o in zip(LEVELS, self.quantizers, outputs, strict=True):
+            q = o["quantized"]  # (B, g, g, D)
+            if level not in levels:
+                q = ops.zeros_like(q) + quantizer.mean_vector()  # (D,) broadcast over B, g, g
+            latents.append(q)
+        return self._decode_latents(latents)
+
+    def codebooks(self) -> dict:
+        """The codebook vectors per level: {level: float32 (K, D)}, K the level's codebook size."""
+        return {level: q.vectors() for level, q in zip(LEVELS, self.quantizers, strict=True)}
+
+    # --- training ---
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """MSE(x, y_pred) + the quantizers' latent losses; updates the model's metrics.
+
+        x: the images batch, float (B, S, S, 3); y is unused (batches carry images only).
+        """
+        levels = self._last_stats
+        if levels is None:
+            raise ValueError("compute_loss needs a forward pass first; call the model on x")
+        self._last_stats = None
+        x = ops.cast(x, "float32")
+        per_image = ops.mean((x - y_pred) ** 2, axis=(1, 2, 3))  # (B,)
+        mse = ops.mean(per_image)
+        loss = mse
+        for o in levels:
+            loss = loss + o["loss"]
+        psnr = -10.0 * ops.log(ops.maximum(per_image, 1e-10)) / ops.log(10.0)  # (B,), dB
+        values = [mse, ops.mean(psnr)]
+        for o in levels:
+            values += [o["perplexity"], o["usage"]]
+        for tracker, value in zip(self.trackers, values, strict=True):
+            tracker.update_state(value)
+        # Keras sums the replicas' gradients under tf.distribute; keep the loss a global mean.
+        return loss / replica_count()
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> VQVAE:
+        config = dict(config)
+        return cls(Config.from_dict(config.pop("config")), **config)
+
+
+def build_vqvae(config: Config) -> VQVAE:
+    """The VQ-VAE for `config`, built on a (1, S, S, 3) input so its weights exist."""
+    vq = VQVAE(config)
+    vq.build((1, config.image_size, config.image_size, 3))
+    return vq
+
+
+def compile_vqvae(vq: VQVAE, config: Config) -> VQVAE:
+    """Compile for `fit` with Adam(config.learning_rate); the loss is the model's own.
+
+    Under a "mixed_float16" policy Keras wraps the optimizer in a LossScaleOptimizer. The
+    compile state is saved with the model, so `keras.models.load_model` gives it back
+    compiled, optimizer state included.
+    """
+    vq.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    # Made now, not inside the first traced step: that would trace the step twice.
+    vq.optimizer.build(vq.trainable_variables)
+    return vq

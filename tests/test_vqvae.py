@@ -1,0 +1,201 @@
+"""The VQ-VAE: shapes, ablation, training through `fit`, saving, mixed precision, JAX."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from hvq_utils import LEVELS, get_preset
+from hvq_utils.vqvae import VQVAE, build_vqvae, compile_vqvae
+
+SMOKE = get_preset("smoke")
+# XLA's CPU optimisation passes take most of a JAX test's time and buy nothing for 32-pixel
+# images; without them a step compiles in seconds.
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+
+
+# Training tests leave CBAM out: it doubles the time to trace a step, and the JAX test trains it.
+LEAN = SMOKE.replace(cbam=False)
+# What fit and evaluate log.
+NAMES = {"loss", "mse", "psnr"} | {f"{lv}_{m}" for lv in LEVELS for m in ("perplexity", "usage")}
+
+
+@pytest.fixture(scope="module")
+def trained(images):
+    """A smoke VQ-VAE fitted for 8 steps on one fixed batch of images (no labels); its history."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    vq = compile_vqvae(build_vqvae(LEAN), LEAN)
+    batches = tf.data.Dataset.from_tensors(images).repeat()
+    history = vq.fit(batches, epochs=8, steps_per_epoch=1, verbose=0).history
+    return vq, history
+
+
+def test_encode_decode_shapes_and_dtypes(images):
+    vq = build_vqvae(SMOKE)
+    codes = vq.encode(images)
+    assert set(codes) == set(LEVELS)
+    for level, grid, k in zip(LEVELS, SMOKE.grid_sizes, SMOKE.codebook_sizes, strict=True):
+        c = _np(codes[level])
+        assert c.shape == (4, grid, grid) and c.dtype == np.int32, level
+        assert 0 <= c.min() and c.max() < k
+    out = _np(vq.decode(codes))
+    assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_allclose(_np(vq(images)), out, atol=1e-6)
+    for level, book in vq.codebooks().items():
+        assert _np(book).shape == (SMOKE.codebook_sizes[SMOKE.level(level)], SMOKE.latent_dim)
+
+
+def test_full_preset_has_16_32_64_grids():
+    config = get_preset("full")
+    vq = build_vqvae(config)
+    codes = vq.encode(np.full((1, 512, 512, 3), 0.5, np.float32))
+    assert {lv: tuple(_np(c).shape) for lv, c in codes.items()} == {
+        "top": (1, 16, 16), "middle": (1, 32, 32), "bottom": (1, 64, 64),
+    }
+    for q, k in zip(vq.quantizers, (512, 256, 64), strict=True):
+        assert (q.num_codes, q.dim) == (k, 64)
+
+
+def test_shared_encoder_is_lighter_and_gives_the_same_grids(images):
+    separate = build_vqvae(SMOKE)
+    shared = build_vqvae(SMOKE.replace(encoder="shared"))
+    assert shared.count_params() < separate.count_params()
+    assert {lv: _np(c).shape for lv, c in shared.encode(images).items()} == {
+        lv: _np(c).shape for lv, c in separate.encode(images).items()
+    }
+
+
+def test_wrong_image_size_is_refused_with_the_expected_size():
+    with pytest.raises(ValueError, match=r"takes \(B, 32, 32, 3\) \(image_size=32\)"):
+        build_vqvae(SMOKE).encode(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_reconstruct_decodes_all_levels_or_ablates_the_others(trained, images):
+    vq, _ = trained
+    full = _np(vq.reconstruct(images))
+    np.testing.assert_allclose(full, _np(vq.decode(vq.encode(images))), atol=1e-6)
+    for levels in (("top",), ("top", "middle"), ("bottom",)):
+        part = _np(vq.reconstruct(images, levels=levels))
+        assert part.shape == full.shape and part.dtype == np.float32
+        assert 0.0 <= part.min() and part.max() <= 1.0
+        assert not np.allclose(part, full), levels
+    with pytest.raises(ValueError, match="unknown 'coarse'"):
+        vq.reconstruct(images, levels=("coarse",))
+
+
+def test_fit_lowers_the_loss_and_logs_every_metric(trained, images):
+    vq, history = trained
+    assert NAMES <= set(history)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["psnr"][-1] > history["psnr"][0]
+    for lv, k in zip(LEVELS, LEAN.codebook_sizes, strict=True):
+        assert 1.0 <= history[f"{lv}_perplexity"][-1] <= k
+        assert 0.0 < history[f"{lv}_usage"][-1] <= 1.0
+    scores = vq.evaluate(images, batch_size=4, verbose=0, return_dict=True)
+    assert NAMES <= set(scores)
+    for q in vq.quantizers:  # the codebook state was updated inside the compiled steps
+        assert float(_np(q.initialized)) == 1.0 and _np(q.ema_steps).max() > 0
+
+
+def test_saved_model_loads_with_the_same_codes_and_optimizer_and_keeps_training(
+    trained, images, tmp_path
+):
+    vq, _ = trained
+    path = tmp_path / "vqvae.keras"
+    vq.save(path)
+    loaded = keras.models.load_model(path)  # safe mode
+    assert isinstance(loaded, VQVAE) and loaded.config == LEAN
+    for level, codes in vq.encode(images).items():
+        np.testing.assert_array_equal(_np(loaded.encode(images)[level]), _np(codes))
+    assert int(loaded.optimizer.iterations) == int(vq.optimizer.iterations) == 8
+    assert loaded.optimizer.get_config() == vq.optimizer.get_config()
+    for a, b in zip(vq.optimizer.variables, loaded.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(_np(a), _np(b))
+    loaded.fit(images, batch_size=4, epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations) == 9
+
+
+def test_trains_under_mixed_bfloat16(images):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        vq = compile_vqvae(build_vqvae(LEAN), LEAN)
+        history = vq.fit(images, batch_size=4, epochs=2, verbose=0).history
+        out = vq(images)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(history["loss"]).all()
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert all(q.codebook.dtype == "float32" for q in vq.quantizers)
+
+
+JAX_STEP = """
+    import json, sys
+    class NoTensorFlow:  # JAX-only machines (Colab's TPU runtime) have no TensorFlow
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ImportError("tensorflow is blocked in this test")
+    sys.meta_path.insert(0, NoTensorFlow())
+    import keras, numpy as np
+    from hvq_utils import get_preset
+    from hvq_utils.vqvae import build_vqvae, compile_vqvae
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    out = {}
+    for update in ("grad", "ema"):
+        config = get_preset("smoke", codebook_update=update, cbam=update == "ema")
+        vq = compile_vqvae(build_vqvae(config), config)
+        before = [np.array(q.vectors()) for q in vq.quantizers]
+        history = vq.fit(images, batch_size=4, epochs=2, verbose=0).history
+        out[update] = {
+            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+            "initialized": [float(q.initialized) for q in vq.quantizers],
+            "moved": [bool(np.abs(np.array(q.vectors()) - b).max() > 0)
+                      for q, b in zip(vq.quantizers, before)],
+        }
+    out["evaluate"] = sorted(vq.evaluate(images, batch_size=4, verbose=0, return_dict=True))
+    vq.save(sys.argv[1])
+    loaded = keras.models.load_model(sys.argv[1])
+    out["same_state"] = all(
+        np.array_equal(np.array(a), np.array(b)) for a, b in zip(vq.weights, loaded.weights))
+    out["iterations"] = int(loaded.optimizer.iterations)
+    out["tensorflow"] = "tensorflow" in sys.modules
+    print(json.dumps(out))
+"""
+
+
+def test_training_step_under_jax_without_tensorflow(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": FAST_XLA, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(JAX_STEP), str(tmp_path / "vq.keras")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert NAMES <= set(out["evaluate"])
+    for update in ("ema", "grad"):
+        assert NAMES <= set(out[update]["history"]), update
+        assert np.isfinite(out[update]["history"]["loss"]).all(), update
+        # State assigned inside the jitted step (EMA, offsets, flags) reached the variables.
+        assert out[update]["initialized"] == [1.0, 1.0, 1.0], update
+        assert all(out[update]["moved"]), update
+    assert out["same_state"] and out["iterations"] == 2
+    assert out["tensorflow"] is False
