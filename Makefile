@@ -3,6 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# As hvq_utils.runtime.TF_DEFAULTS: pytest imports TensorFlow before the package can set them.
+export TF_CPU_ALLOCATOR_USE_BFC ?= true
+export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: demo test lint bench clean
 

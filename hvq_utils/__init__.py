@@ -1,7 +1,7 @@
 """hvq_utils: a 3-level hierarchical VQ-VAE with PixelCNN priors, for 512x512 images.
 
 Importing the package loads nothing heavy: Keras, TensorFlow and JAX are imported by the
-functions that need them, so `hvq_utils.runtime.setup()` can choose the backend first.
+functions that need them, so `setup_runtime()` can choose the backend first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ _LAZY = {
     "build_vqvae": "hvq_utils.vqvae",
     "build_prior": "hvq_utils.prior",
     "setup_runtime": "hvq_utils.runtime",
+    "load_model": "hvq_utils.saving",
 }
 
 __all__ = ["LEVELS", "Config", "get_preset", "parse_overrides", "__version__", *_LAZY]

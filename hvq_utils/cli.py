@@ -72,32 +72,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> object:
+    # The config first: a bad --set fails at once, before TensorFlow or Keras loads.
     if args.stage == "prepare":
+        config = _config(args)
         from hvq_utils.data.prepare import prepare_images
 
-        return prepare_images(args.src, args.out, _config(args), workers=args.workers)
+        return prepare_images(args.src, args.out, config, workers=args.workers)
     if args.stage == "train-vqvae":
+        config = _config(args, steps=args.steps)
         from hvq_utils.train import train_vqvae
 
-        return train_vqvae(args.data, args.out, _config(args, steps=args.steps))
+        return train_vqvae(args.data, args.out, config)
     if args.stage == "encode":
         from hvq_utils.encode import encode_codes
 
         return encode_codes(args.data, args.vqvae, args.out, batch_size=args.batch_size)
     if args.stage == "train-prior":
+        config = _config(args, prior_steps=args.steps)
         from hvq_utils.train import train_prior
 
-        return train_prior(args.level, args.codes, args.out, _config(args, prior_steps=args.steps))
+        return train_prior(args.level, args.codes, args.out, config)
     if args.stage == "demo":
+        config = _config(args)
         from hvq_utils.demo import run_demo
 
-        return run_demo(args.out, _config(args))
+        return run_demo(args.out, config)
     raise AssertionError(args.stage)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from hvq_utils.manifest import ManifestError
+    from hvq_utils.runtime import tf_defaults
+
+    tf_defaults()
 
     try:
         run(args)

@@ -57,11 +57,11 @@ def encode_codes(
     from hvq_utils.runtime import setup_runtime
 
     setup_runtime(config)
-    import keras
 
     from hvq_utils.data import CodeShardWriter, image_dataset
+    from hvq_utils.saving import load_model
 
-    vq = keras.models.load_model(Path(vqvae_dir) / "vqvae.keras")
+    vq = load_model(Path(vqvae_dir) / "vqvae.keras")
     for old in out.glob("*.tfrecord"):
         old.unlink()
     (out / "manifest.json").unlink(missing_ok=True)

@@ -141,14 +141,14 @@ def fit_resumable(
     evaluated at every checkpoint. Returns (model, logs of the last checkpoint).
     Raises NonFiniteLossError if the loss stops being finite; the last good checkpoint stays.
     """
-    import keras
+    from hvq_utils.saving import load_model
 
     out_dir = Path(out_dir)
     _check_run(out_dir, config, inputs)
     found = _checkpoints(out_dir)
     if found:
         done, path = found[-1]
-        model = keras.models.load_model(path)
+        model = load_model(path)
         print(f"resuming from {path} (step {done} of {steps})")
     else:
         done, model = 0, build()
