@@ -70,6 +70,14 @@ def test_evaluation_is_one_pass_and_keeps_the_last_partial_batch(prepared):
     assert ds.element_spec.shape.as_list() == [None, 32, 32, 3]
     sizes = [int(b.shape[0]) for b in ds]
     assert sum(sizes) == n and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+    # Keras' evaluate runs exactly this many steps; with an unknown length it ran one more.
+    assert int(ds.cardinality()) == len(sizes)
+
+
+def test_code_evaluation_declares_its_length(tmp_path):
+    write_codes(tmp_path, n=10, per_shard=3)
+    ds = code_dataset(tmp_path, batch_size=4)
+    assert int(ds.cardinality()) == 3 == len(list(ds))
 
 
 def test_evaluation_order_follows_the_manifest(prepared):

@@ -117,6 +117,14 @@ def test_fit_lowers_the_loss_and_logs_every_metric(trained, images):
         assert float(_np(q.initialized)) == 1.0 and _np(q.ema_steps).max() > 0
 
 
+def test_evaluate_reports_mse_and_psnr_per_image_with_a_short_last_batch(trained, images):
+    vq, _ = trained
+    errors = ((images - _np(vq(images))) ** 2).mean(axis=(1, 2, 3))  # (4,) per image
+    scores = vq.evaluate(images[:3], batch_size=2, verbose=0, return_dict=True)  # batches 2 + 1
+    np.testing.assert_allclose(scores["mse"], errors[:3].mean(), rtol=1e-4)
+    np.testing.assert_allclose(scores["psnr"], (-10 * np.log10(errors[:3])).mean(), rtol=1e-4)
+
+
 def test_saved_model_loads_with_the_same_codes_and_optimizer_and_keeps_training(
     trained, images, tmp_path
 ):

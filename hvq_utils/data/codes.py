@@ -19,7 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from hvq_utils.config import LEVELS, Config
-from hvq_utils.data.records import ShardWriter, example_bytes, record_dataset, split_files
+from hvq_utils.data.records import (
+    ShardWriter,
+    example_bytes,
+    record_dataset,
+    split_files,
+    split_records,
+)
 from hvq_utils.manifest import read_manifest
 
 # int16 holds every code of a codebook up to 32768 entries, at half the bytes of int32.
@@ -144,7 +150,8 @@ def code_dataset(
         return (codes, ex["source_id"]) if with_ids else codes
 
     seed = config.seed if training else None
-    ds = record_dataset(split_files(manifest, split), training, shuffle_buffer, seed)
+    files = split_files(manifest, split)
+    ds = record_dataset(files, training, shuffle_buffer, seed, split_records(manifest, split))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

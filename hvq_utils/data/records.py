@@ -160,15 +160,24 @@ def split_files(manifest: dict, split: str) -> list[str]:
     return files
 
 
+def split_records(manifest: dict, split: str) -> int:
+    """Number of records in a split's shards, from the manifest."""
+    return sum(int(s["count"]) for s in manifest["shards"] if s["split"] == split)
+
+
 def record_dataset(
-    files: list[str], training: bool, shuffle_buffer: int, seed: int | None
+    files: list[str], training: bool, shuffle_buffer: int, seed: int | None, records: int
 ) -> tf.data.Dataset:
     """Serialized records of `files`. Training: shuffled files, repeated, interleaved and
     shuffled records. Otherwise: one pass, in manifest order (shards in order, records in
     the order they were written), so evaluation and encoding are reproducible.
+
+    records: how many the files hold (from the manifest). A one-pass dataset declares it as
+    its cardinality: Keras' `evaluate` on a dataset of unknown length runs one step past the
+    end and averages a zero into every custom metric.
     """
     if not training:
-        return tf.data.TFRecordDataset(files)
+        return tf.data.TFRecordDataset(files).apply(tf.data.experimental.assert_cardinality(records))
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.interleave(
@@ -219,7 +228,8 @@ def image_dataset(
         img = tf.cast(img, tf.float32) * (1.0 / 255.0)  # float32 (S, S, 3) in [0, 1]
         return (img, ex["source_id"]) if with_ids else img
 
-    ds = record_dataset(split_files(manifest, split), training, shuffle_buffer, seed)
+    files = split_files(manifest, split)
+    ds = record_dataset(files, training, shuffle_buffer, seed, split_records(manifest, split))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

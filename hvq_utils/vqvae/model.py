@@ -273,8 +273,11 @@ class VQVAE(keras.Model):
         values = [mse, ops.mean(psnr)]
         for o in levels:
             values += [o["perplexity"], o["usage"]]
+        # Weighted by the batch's size, so that a short last batch counts per image and `mse`
+        # and `psnr` over a pass are means per image.
+        images = ops.cast(ops.shape(x)[0], "float32")
         for tracker, value in zip(self.trackers, values, strict=True):
-            tracker.update_state(value)
+            tracker.update_state(value, sample_weight=images)
         # Keras sums the replicas' gradients under tf.distribute; keep the loss a global mean.
         return loss / replica_count()
 
