@@ -164,6 +164,7 @@ def fit_resumable(
             initial_epoch=done // checkpoint_every,
             steps_per_epoch=checkpoint_every,
             validation_data=val_ds,
+            shuffle=False,  # the reader shuffles; Keras would only warn that it cannot
             callbacks=_callbacks(out_dir, steps, checkpoint_every, state),
             verbose=verbose,
         )
@@ -198,6 +199,22 @@ def _final_save(model, out_dir: Path, name: str) -> Path:
     return path
 
 
+def _finished(out_dir: Path, stage: str, config: Config, inputs: dict[str, dict], model_file: str):
+    """The manifest of a run in `out_dir` that already finished with exactly this config and
+    these inputs (so a re-run changes nothing downstream), else None."""
+    try:
+        done = read_manifest(out_dir, stage)
+    except ManifestError:
+        return None
+    same_inputs = all(
+        done["inputs"].get(role, {}).get("hash") == m["hash"] for role, m in inputs.items()
+    )
+    if same_inputs and done["config"] == config.to_dict() and (out_dir / model_file).is_file():
+        print(f"{out_dir} already holds this finished run ({done['steps']} steps); nothing to do")
+        return done
+    return None
+
+
 def train_vqvae(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config) -> dict:
     """Stage 02: train the VQ-VAE on `prepare`'s TFRecords; returns the manifest of `out_dir`.
 
@@ -215,6 +232,9 @@ def train_vqvae(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config:
             f"{data_dir} has {data['splits'].get('train', 0)} training images, fewer than "
             f"batch_size={config.batch_size}; add images or lower --set batch_size"
         )
+    done = _finished(Path(out_dir), "train-vqvae", config, {"data": data}, "vqvae.keras")
+    if done is not None:
+        return done
     rt = _prepare_runtime(config)
     from hvq_utils.data import image_dataset
     from hvq_utils.vqvae import build_vqvae, compile_vqvae
@@ -297,12 +317,18 @@ def train_prior(level: str, codes_dir: str | os.PathLike, out_dir: str | os.Path
             f"{codes_dir} has {codes['splits'].get('train', 0)} training code grids, fewer than "
             f"prior_batch_size={config.prior_batch_size}; lower --set prior_batch_size"
         )
+    done = _finished(Path(out_dir), "train-prior", config, {"codes": codes}, "prior.keras")
+    if done is not None and done.get("level") == level:
+        return done
     rt = _prepare_runtime(config)
+    import tensorflow as tf  # the code reader is tf.data
+
     from hvq_utils.data import code_dataset
     from hvq_utils.prior import build_prior, compile_prior
 
     needed = prior_inputs(level)
 
+    @tf.autograph.experimental.do_not_convert  # plain dict plumbing; nothing to convert
     def to_xy(d):
         x = {"codes": d[level], **{lv: d[lv] for lv in needed[:-1]}}
         return x, d[level]

@@ -81,7 +81,14 @@ def test_vqvae_training_survives_sigkill(data_dir, tmp_path):
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stdout
-    assert json.loads((out / "manifest.json").read_text())["steps"] == 40
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == 40
+    # Once finished, the same command changes nothing, so the codes and priors made from
+    # this VQ-VAE still fit it.
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "nothing to do" in r.stdout
+    assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
 def test_prior_training_survives_sigkill(codes_dir, tmp_path):
