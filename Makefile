@@ -29,6 +29,9 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/data_prep.py
+	$(BIN)/python bench/vqvae.py --preset full --batch 2
+	$(BIN)/python bench/vqvae.py --preset full --batch 2 --set encoder=shared
+	for level in top middle bottom; do $(BIN)/python bench/prior.py --preset full --level $$level; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args(argv)
 
+    from hvq_utils.runtime import tf_defaults
+
+    tf_defaults()  # what the package's stages set before TensorFlow loads
     import keras
 
     from hvq_utils import LEVELS, get_preset

@@ -39,7 +39,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hvq_utils.runtime import tf_defaults
+
+    tf_defaults()  # what the package's stages set before TensorFlow loads (oneDNN on the CPU)
     import keras
 
     from hvq_utils import get_preset, parse_overrides
