@@ -56,12 +56,18 @@ def encode_codes(
 
     from hvq_utils.runtime import setup_runtime
 
-    setup_runtime(config)
+    rt = setup_runtime(config)
+    if batch_size % rt.devices:
+        raise ValueError(
+            f"batch_size={batch_size} does not split over {rt.devices} devices; "
+            f"use a multiple of {rt.devices} (--batch-size)"
+        )
 
     from hvq_utils.data import CodeShardWriter, image_dataset
     from hvq_utils.saving import load_model
 
     vq = load_model(Path(vqvae_dir) / "vqvae.keras")
+    code_model = vq.code_model()
     for old in out.glob("*.tfrecord"):
         old.unlink()
     (out / "manifest.json").unlink(missing_ok=True)
@@ -76,15 +82,19 @@ def encode_codes(
         ds = image_dataset(data_dir, split, batch_size, training=False, config=config, with_ids=True)
         with CodeShardWriter(out, split) as writer:
             for images, ids in ds.as_numpy_iterator():
-                codes = {lv: np.asarray(c) for lv, c in vq.encode(images).items()}  # int32 (B, h, w)
-                writer.add_batch(codes, [i.decode() for i in ids])
+                n = len(images)
+                # Every call gets a full batch (the last one padded): one compiled program, and
+                # a batch that splits evenly over the devices of a data-parallel TPU.
+                full = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
+                codes = {lv: np.asarray(c)[:n] for lv, c in code_model.predict_on_batch(full).items()}
+                writer.add_batch(codes, [i.decode() for i in ids])  # int32 (n, g, g) per level
                 for lv in LEVELS:
                     hist[lv] += np.bincount(codes[lv].ravel(), minlength=len(hist[lv]))
                 if split == "validation":
-                    recon = np.asarray(vq.decode(codes))
+                    recon = np.asarray(vq.predict_on_batch(full))[:n]  # = decode(encode(images))
                     sq_err += float(np.mean((recon - images) ** 2, axis=(1, 2, 3)).sum())
-                    n_val += len(images)
-                splits[split] += len(images)
+                    n_val += n
+                splits[split] += n
         shards += writer.shards
 
     codebooks = vq.codebooks()

@@ -45,7 +45,7 @@ def trained(images):
     keras.utils.set_random_seed(0)
     vq = compile_vqvae(build_vqvae(LEAN), LEAN)
     batches = tf.data.Dataset.from_tensors(images).repeat()
-    history = vq.fit(batches, epochs=8, steps_per_epoch=1, verbose=0).history
+    history = vq.fit(batches, epochs=8, steps_per_epoch=1, shuffle=False, verbose=0).history
     return vq, history
 
 
@@ -63,6 +63,15 @@ def test_encode_decode_shapes_and_dtypes(images):
     np.testing.assert_allclose(_np(vq(images)), out, atol=1e-6)
     for level, book in vq.codebooks().items():
         assert _np(book).shape == (SMOKE.codebook_sizes[SMOKE.level(level)], SMOKE.latent_dim)
+
+
+def test_compiled_code_model_gives_the_codes_of_encode(trained, images):
+    vq, _ = trained
+    weights = len(vq.weights)
+    compiled = vq.code_model().predict_on_batch(images)  # what stage 03 runs
+    for level, codes in vq.encode(images).items():
+        np.testing.assert_array_equal(np.asarray(compiled[level]), _np(codes))
+    assert vq.code_model() is vq.code_model() and len(vq.weights) == weights  # shares, adds none
 
 
 def test_full_preset_has_16_32_64_grids():

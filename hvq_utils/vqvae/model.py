@@ -221,6 +221,21 @@ class VQVAE(keras.Model):
         outputs = self._quantize(ops.convert_to_tensor(images, "float32"))
         return {level: o["codes"] for level, o in zip(LEVELS, outputs, strict=True)}
 
+    def code_model(self) -> keras.Model:
+        """A functional model over this VQ-VAE's layers: images -> {level: int32 codes}.
+
+        `code_model().predict_on_batch(images)` gives what `encode(images)` gives, but as one
+        compiled program (tf.function, or jax.jit on JAX, where `encode` runs op by op).
+        """
+        if getattr(self, "_code_model", None) is None:
+            size = self.config.image_size
+            images = keras.Input((size, size, 3), name="images")
+            outputs = self._quantize(images)
+            codes = {level: o["codes"] for level, o in zip(LEVELS, outputs, strict=True)}
+            # Not tracked as a sublayer: it holds no weights of its own and is not saved.
+            object.__setattr__(self, "_code_model", keras.Model(images, codes, name="codes"))
+        return self._code_model
+
     def decode(self, codes: dict):
         """{level: int (B, g, g)} for all three levels -> float32 (B, S, S, 3) in [0, 1]."""
         missing = [level for level in LEVELS if level not in codes]
