@@ -85,7 +85,10 @@ def encode_codes(
                 n = len(images)
                 # Every call gets a full batch (the last one padded): one compiled program, and
                 # a batch that splits evenly over the devices of a data-parallel TPU.
-                full = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]), images.dtype)])
+                full = images
+                if n < batch_size:
+                    padding = np.zeros((batch_size - n, *images.shape[1:]), images.dtype)
+                    full = np.concatenate([images, padding])
                 codes = {lv: np.asarray(c)[:n] for lv, c in code_model.predict_on_batch(full).items()}
                 writer.add_batch(codes, [i.decode() for i in ids])  # int32 (n, g, g) per level
                 for lv in LEVELS:

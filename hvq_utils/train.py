@@ -199,9 +199,13 @@ def _final_save(model, out_dir: Path, name: str) -> Path:
     return path
 
 
-def _finished(out_dir: Path, stage: str, config: Config, inputs: dict[str, dict], model_file: str):
-    """The manifest of a run in `out_dir` that already finished with exactly this config and
-    these inputs (so a re-run changes nothing downstream), else None."""
+def _finished(
+    out_dir: Path, stage: str, config: Config, inputs: dict[str, dict], model_file: str,
+    level: str | None = None,
+):
+    """The manifest of a run in `out_dir` that already finished with exactly this config,
+    these inputs and this level (priors; None for the VQ-VAE), so that a re-run changes
+    nothing downstream; else None."""
     try:
         done = read_manifest(out_dir, stage)
     except ManifestError:
@@ -209,7 +213,8 @@ def _finished(out_dir: Path, stage: str, config: Config, inputs: dict[str, dict]
     same_inputs = all(
         done["inputs"].get(role, {}).get("hash") == m["hash"] for role, m in inputs.items()
     )
-    if same_inputs and done["config"] == config.to_dict() and (out_dir / model_file).is_file():
+    same_run = same_inputs and done["config"] == config.to_dict() and done.get("level") == level
+    if same_run and (out_dir / model_file).is_file():
         print(f"{out_dir} already holds this finished run ({done['steps']} steps); nothing to do")
         return done
     return None
@@ -317,8 +322,8 @@ def train_prior(level: str, codes_dir: str | os.PathLike, out_dir: str | os.Path
             f"{codes_dir} has {codes['splits'].get('train', 0)} training code grids, fewer than "
             f"prior_batch_size={config.prior_batch_size}; lower --set prior_batch_size"
         )
-    done = _finished(Path(out_dir), "train-prior", config, {"codes": codes}, "prior.keras")
-    if done is not None and done.get("level") == level:
+    done = _finished(Path(out_dir), "train-prior", config, {"codes": codes}, "prior.keras", level)
+    if done is not None:
         return done
     rt = _prepare_runtime(config)
     import tensorflow as tf  # the code reader is tf.data
