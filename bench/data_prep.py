@@ -53,7 +53,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hvq_utils import get_preset
     from hvq_utils.data import image_dataset
-    from hvq_utils.data.prepare import prepare_images
+    from hvq_utils.prepare import prepare_images
 
     config = get_preset("full")
     with tempfile.TemporaryDirectory() as tmp:

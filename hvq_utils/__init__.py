@@ -17,7 +17,7 @@ _LAZY = {
     "build_vqvae": "hvq_utils.vqvae",
     "build_prior": "hvq_utils.prior",
     "setup_runtime": "hvq_utils.runtime",
-    "load_model": "hvq_utils.saving",
+    "load_model": "hvq_utils.loading",
 }
 
 __all__ = ["LEVELS", "Config", "get_preset", "parse_overrides", "__version__", *_LAZY]

@@ -16,11 +16,22 @@ from hvq_utils.runtime import detect_platform
 SEARCH_ROOTS = ("/kaggle/input", "/kaggle/working", "runs")
 
 
-def locate(stage: str, path: str | os.PathLike = "auto", roots: tuple[str, ...] = SEARCH_ROOTS) -> Path:
+def locate(
+    stage: str,
+    path: str | os.PathLike = "auto",
+    roots: tuple[str, ...] = SEARCH_ROOTS,
+    level: str | None = None,
+) -> Path:
     """The directory of a `stage` artifact: `path` itself, or with "auto" the newest one found
-    (up to four folders deep) under `roots`. Raises ManifestError saying how to attach one."""
+    (up to four folders deep) under `roots`; for priors, `level` picks the level's. Raises
+    ManifestError saying how to attach one."""
+    what = f"{stage!r}" + (f" ({level})" if level else "")
     if str(path) != "auto":
-        read_manifest(path, stage)
+        found = read_manifest(path, stage)
+        if level is not None and found.get("level") != level:
+            raise ManifestError(
+                f"{path} holds the {found.get('level')} prior; give the {level} prior's output"
+            )
         return Path(path)
     found = []
     for root in map(Path, roots):
@@ -29,12 +40,14 @@ def locate(stage: str, path: str | os.PathLike = "auto", roots: tuple[str, ...] 
         for depth in ("", "*/", "*/*/", "*/*/*/", "*/*/*/*/"):
             for m in root.glob(f"{depth}manifest.json"):
                 try:
-                    found.append(read_manifest(m.parent, stage))
+                    manifest = read_manifest(m.parent, stage)
                 except ManifestError:
                     continue
+                if level is None or manifest.get("level") == level:
+                    found.append(manifest)
     if not found:
         raise ManifestError(
-            f"no {stage!r} artifact under {', '.join(roots)}; attach the earlier notebook's output "
+            f"no {what} artifact under {', '.join(roots)}; attach the earlier notebook's output "
             "(Kaggle: Add Input > your dataset or notebook output) or set the path parameter"
         )
     return Path(max(found, key=lambda m: m["created"])["_path"])

@@ -6,18 +6,45 @@
     python -m hvq_utils train-prior --level L --codes DIR --out DIR [--preset P] [--steps N]
     python -m hvq_utils demo --out DIR
 
-A bad argument or artifact ends the command with one line saying what to do (exit 2).
+Each stage reads only its own group of settings from --preset and --set (`--help` lists
+them); the rest comes from its inputs. A bad argument or artifact ends the command with
+one line saying what to do (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from hvq_utils.config import LEVELS, PRESETS, get_preset, parse_overrides
+from hvq_utils.config import LEVELS, PRESETS, STAGE_GROUPS, get_preset, help_lines, parse_overrides
+
+log = logging.getLogger(__name__)
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+class UsageError(ValueError):
+    """A bad command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises UsageError (one line, exit 2) instead of
+    printing the usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see python -m hvq_utils {self.prog.split()[-1]} --help")
+
+
+def _stage_parser(sub, name: str, help: str, groups: tuple[str, ...]) -> argparse.ArgumentParser:
+    epilog = ["settings (--set key=value; defaults of the full preset):"]
+    for group in (*groups, "runtime"):
+        epilog += [f" {group}:", *help_lines(group)]
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="\n".join(epilog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default="full", choices=sorted(PRESETS), help="size preset")
     p.add_argument(
         "--set",
@@ -25,8 +52,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set resize=crop (repeatable)",
+        help="override a setting of this stage, e.g. --set resize=crop (repeatable)",
     )
+    return p
 
 
 def _config(args: argparse.Namespace, **extra):
@@ -36,37 +64,40 @@ def _config(args: argparse.Namespace, **extra):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hvq_utils", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="stage", required=True)
+    parser = _Parser(prog="python -m hvq_utils", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("prepare", help="01: image folder -> sharded image TFRecords")
+    p = _stage_parser(sub, "prepare", "01: image folder -> sharded image TFRecords", ("data",))
     p.add_argument("--src", required=True, help="image folder (searched recursively), or 'sample'")
     p.add_argument("--out", required=True, help="output directory for shards and manifest.json")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    _config_args(p)
 
-    p = sub.add_parser("train-vqvae", help="02: train the 3-level VQ-VAE (resumes if interrupted)")
+    p = _stage_parser(sub, "train-vqvae", "02: train the 3-level VQ-VAE (resumes if interrupted)", ("vqvae",))
     p.add_argument("--data", required=True, help="output directory of `prepare`")
     p.add_argument("--out", required=True, help="output directory (checkpoints, logs, vqvae.keras)")
-    p.add_argument("--steps", type=int, default=None, help="total training steps (config: steps)")
-    _config_args(p)
+    p.add_argument("--steps", type=int, default=None, help="total training steps (setting: steps)")
+    p.add_argument("--resume-from", default=None, help="an earlier (read-only) output to continue from")
 
-    p = sub.add_parser("encode", help="03: images -> code TFRecords with the frozen VQ-VAE")
+    p = _stage_parser(sub, "encode", "03: images -> code TFRecords with the frozen VQ-VAE", ("encode",))
     p.add_argument("--data", required=True, help="output directory of `prepare`")
     p.add_argument("--vqvae", required=True, help="output directory of `train-vqvae`")
     p.add_argument("--out", required=True, help="output directory for code shards")
-    p.add_argument("--batch-size", type=int, default=None, help="images per encoder call")
+    p.add_argument("--batch-size", type=int, default=None, help="images per encoder call (encode_batch_size)")
 
-    p = sub.add_parser("train-prior", help="04-06: train one level's PixelCNN prior")
+    p = _stage_parser(sub, "train-prior", "04-06: train one level's PixelCNN prior", ("prior",))
     p.add_argument("--level", required=True, choices=LEVELS)
     p.add_argument("--codes", required=True, help="output directory of `encode`")
     p.add_argument("--out", required=True, help="output directory (checkpoints, logs, prior.keras)")
-    p.add_argument("--steps", type=int, default=None, help="total training steps (config: prior_steps)")
-    _config_args(p)
+    p.add_argument("--steps", type=int, default=None, help="total training steps (setting: prior_steps)")
+    p.add_argument("--resume-from", default=None, help="an earlier (read-only) output to continue from")
 
-    p = sub.add_parser("demo", help="the whole pipeline on the sample data that ships (demo preset)")
+    p = _stage_parser(
+        sub,
+        "demo",
+        "the whole pipeline on the sample data that ships (demo preset)",
+        tuple(STAGE_GROUPS.values()),
+    )
     p.add_argument("--out", default="runs/demo", help="directory for every stage's output")
-    _config_args(p)
     p.set_defaults(preset="demo")
     return parser
 
@@ -75,23 +106,24 @@ def run(args: argparse.Namespace) -> object:
     # The config first: a bad --set fails at once, before TensorFlow or Keras loads.
     if args.stage == "prepare":
         config = _config(args)
-        from hvq_utils.data.prepare import prepare_images
+        from hvq_utils.prepare import prepare_images
 
         return prepare_images(args.src, args.out, config, workers=args.workers)
     if args.stage == "train-vqvae":
         config = _config(args, steps=args.steps)
-        from hvq_utils.train import train_vqvae
+        from hvq_utils.train_vqvae import train_vqvae
 
-        return train_vqvae(args.data, args.out, config)
+        return train_vqvae(args.data, args.out, config, resume_from=args.resume_from)
     if args.stage == "encode":
+        config = _config(args, encode_batch_size=args.batch_size)
         from hvq_utils.encode import encode_codes
 
-        return encode_codes(args.data, args.vqvae, args.out, batch_size=args.batch_size)
+        return encode_codes(args.data, args.vqvae, args.out, config)
     if args.stage == "train-prior":
         config = _config(args, prior_steps=args.steps)
-        from hvq_utils.train import train_prior
+        from hvq_utils.train_prior import train_prior
 
-        return train_prior(args.level, args.codes, args.out, config)
+        return train_prior(args.level, args.codes, args.out, config, resume_from=args.resume_from)
     if args.stage == "demo":
         config = _config(args)
         from hvq_utils.demo import run_demo
@@ -101,13 +133,13 @@ def run(args: argparse.Namespace) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from hvq_utils.manifest import ManifestError
-    from hvq_utils.runtime import tf_defaults
+    from hvq_utils.runtime import configure_logging, tf_defaults
 
-    tf_defaults()
-
+    configure_logging()
     try:
+        args = build_parser().parse_args(argv)
+        tf_defaults()
         run(args)
     except (ValueError, ManifestError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,17 +1,23 @@
-"""Presets and configuration: one plain dataclass, three presets that differ only in numbers.
+"""Presets and configuration: one typed config, its keys grouped by the stage that owns them.
 
     from hvq_utils import get_preset
     cfg = get_preset("demo", image_size=256)      # keyword overrides
     cfg = get_preset("full", **parse_overrides(["prior_steps=5000"]))   # --set key=value
+    cfg.section("prior")                          # {"prior_blocks": [20, 20, 15], ...}
 
-Every value is checked when the config is made, so a bad one fails before any work.
+Every key belongs to exactly one group (`GROUPS`): "data" (stage 01, prepare),
+"vqvae" (02), "encode" (03), "prior" (04-06), "sample" (07) and "runtime" (how a stage
+runs, not what it makes: never compared). A stage records, hashes and compares only its
+own group; what earlier stages fixed (image size, grids, codebook sizes, the models) it
+takes from its inputs' manifests (`Config.adopt`). Every value is checked when the config
+is made, so a bad one fails before any work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LEVELS = ("top", "middle", "bottom")
 RESIZE_POLICIES = ("pad", "crop", "stretch")
@@ -20,58 +26,104 @@ ENCODER_KINDS = ("separate", "shared")
 PRIOR_EMBEDDINGS = ("learned", "codebook")
 MIXED_PRECISION = ("auto", "off", "bfloat16", "float16")
 
+# The stages, in pipeline order, and the group of settings each owns.
+STAGE_GROUPS = {
+    "prepare": "data",
+    "train-vqvae": "vqvae",
+    "encode": "encode",
+    "train-prior": "prior",
+    "sample": "sample",
+}
+GROUP_ORDER = ("data", "vqvae", "encode", "prior", "sample", "runtime")
+# The groups a stage's output is made with: its own and those its inputs fixed.
+STAGE_RECORDS = {
+    "prepare": ("data",),
+    "train-vqvae": ("data", "vqvae"),
+    "encode": ("data", "vqvae", "encode"),
+    "train-prior": ("data", "vqvae", "encode", "prior"),
+    "sample": ("data", "vqvae", "sample"),
+}
+
+
+def upper_levels(level: str) -> tuple[str, ...]:
+    """The levels a level is conditioned on, top first: () for top, ("top",) for middle, ..."""
+    if level not in LEVELS:
+        raise ValueError(f"level={level!r} is unknown; use one of {', '.join(LEVELS)}")
+    return LEVELS[: LEVELS.index(level)]
+
+
+def _key(default, group: str, help: str, resumable: bool = False):
+    """A config field: its default (the full preset's), its group, one line of help, and
+    whether a stage may resume into an output made with another value (step counts)."""
+    return field(default=default, metadata={"group": group, "help": help, "resumable": resumable})
+
 
 @dataclass(frozen=True)
 class Config:
     """Every knob of the pipeline. Per-level tuples are ordered (top, middle, bottom)."""
 
-    preset: str = "full"
+    # --- data: stage 01 (prepare) ---
+    image_size: int = _key(512, "data", "side of the square model input, pixels")
+    resize: str = _key("pad", "data", "pad (keep aspect, pad), crop (centre crop) or stretch")
+    pad_color: tuple[int, int, int] = _key((0, 0, 0), "data", "fill for pad, and background for alpha")
+    min_image_side: int = _key(64, "data", "smaller source images are rejected, pixels")
+    val_fraction: float = _key(0.05, "data", "share of images in validation (by path hash)")
+    shard_mb: float = _key(100.0, "data", "target TFRecord shard size, megabytes")
+    jpeg_quality: int = _key(95, "data", "JPEG quality of the stored images")
 
-    # --- images (stage 01) ---
-    image_size: int = 512  # side of the square model input, pixels
-    resize: str = "pad"  # "pad" (keep aspect, pad), "crop" (centre crop) or "stretch"
-    pad_color: tuple[int, int, int] = (0, 0, 0)  # fill for "pad", and background for alpha
-    min_image_side: int = 64  # smaller source images are rejected, pixels
-    val_fraction: float = 0.05  # share of images in validation (by path hash)
-    shard_mb: float = 100.0  # target TFRecord shard size, megabytes
-    jpeg_quality: int = 95
+    # --- vqvae: stage 02 (train-vqvae) ---
+    downsamples: tuple[int, int, int] = _key(
+        (5, 4, 3), "vqvae", "stride-2 convolutions from the image to each level's grid (top first)"
+    )
+    latent_dim: int = _key(64, "vqvae", "dimension of every latent and codebook vector")
+    codebook_sizes: tuple[int, int, int] = _key((512, 256, 64), "vqvae", "codes per level (top first)")
+    encoder: str = _key("separate", "vqvae", "separate (the seed: one encoder per level) or shared stem")
+    # Narrow near full resolution, where convolutions are dear.
+    encoder_channels: tuple[int, ...] = _key(
+        (16, 32, 64, 128, 256), "vqvae", "width after each stride-2 convolution"
+    )
+    res_blocks: int = _key(2, "vqvae", "residual blocks after each encoder (with CBAM) and in the decoder")
+    cbam: bool = _key(True, "vqvae", "CBAM attention in the encoders' residual blocks")
+    cbam_reduction: int = _key(8, "vqvae", "channel reduction of CBAM's MLP")
+    decoder_channels: int = _key(16, "vqvae", "width of the merged full-resolution decoder trunk")
+    codebook_update: str = _key("ema", "vqvae", "ema, or grad (codebook loss + commitment, the seed's)")
+    ema_decay: float = _key(0.99, "vqvae", "decay of the EMA codebook statistics")
+    commitment: float = _key(0.25, "vqvae", "weight of the commitment loss")
+    restart_after: int = _key(100, "vqvae", "steps a code may stay unused before it is restarted; 0: never")
+    batch_size: int = _key(16, "vqvae", "global training batch (all devices together)")
+    learning_rate: float = _key(3e-4, "vqvae", "Adam learning rate")
+    steps: int = _key(20000, "vqvae", "total training steps", resumable=True)
+    flip: bool = _key(True, "vqvae", "random horizontal flips while training")
+    seed: int = _key(0, "vqvae", "seed of the VQ-VAE's initialisation, codebook picks and data order")
 
-    # --- VQ-VAE (stage 02) ---
-    # stride-2 convolutions from the image to each level's grid; 512 / 2**5 = 16 on top.
-    downsamples: tuple[int, int, int] = (5, 4, 3)
-    latent_dim: int = 64
-    codebook_sizes: tuple[int, int, int] = (512, 256, 64)
-    encoder: str = "separate"  # "separate" (the seed: one encoder per level) or "shared" stem
-    # Width after each stride-2 conv; narrow near full resolution, where convolutions are dear.
-    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    res_blocks: int = 2  # residual blocks after each encoder (with CBAM) and in the decoder
-    cbam: bool = True  # CBAM attention in the encoders' residual blocks (arXiv 1807.06521)
-    cbam_reduction: int = 8
-    decoder_channels: int = 16  # width of the merged full-resolution decoder trunk
-    codebook_update: str = "ema"  # "ema" or "grad" (codebook loss + commitment, the seed's)
-    ema_decay: float = 0.99
-    commitment: float = 0.25
-    restart_after: int = 100  # steps a code may stay unused before it is restarted; 0: never
-    batch_size: int = 16
-    learning_rate: float = 3e-4
-    steps: int = 20000
-    checkpoint_every: int = 500
-    flip: bool = True  # random horizontal flips while training
-    mixed_precision: str = "auto"  # "auto": bfloat16 on TPU, float16 on GPU, off on CPU
+    # --- encode: stage 03 ---
+    encode_batch_size: int = _key(16, "encode", "images per encoder call")
 
-    # --- priors (stages 04-06) ---
-    prior_blocks: tuple[int, int, int] = (20, 20, 15)
-    prior_channels: tuple[int, int, int] = (256, 128, 64)
-    prior_kernel: int = 3
-    prior_dilations: tuple[int, ...] = (1, 2, 4)  # cycled over the gated blocks
-    prior_dropout: float = 0.1
-    prior_attention: bool = True  # causal CBAM in every gated block
-    prior_embedding: str = "learned"  # "learned" or "codebook" (the VQ-VAE's vectors, frozen)
-    prior_batch_size: int = 32
-    prior_learning_rate: float = 3e-4
-    prior_steps: int = 20000
+    # --- prior: stages 04-06 (train-prior) ---
+    prior_blocks: tuple[int, int, int] = _key((20, 20, 15), "prior", "gated blocks per level (top first)")
+    prior_channels: tuple[int, int, int] = _key((256, 128, 64), "prior", "channels per level (top first)")
+    prior_kernel: int = _key(3, "prior", "kernel side of the masked convolutions (odd)")
+    prior_dilations: tuple[int, ...] = _key((1, 2, 4), "prior", "dilations, cycled over the gated blocks")
+    prior_dropout: float = _key(0.1, "prior", "dropout in every gated block")
+    prior_attention: bool = _key(True, "prior", "causal CBAM in every gated block")
+    prior_embedding: str = _key("learned", "prior", "learned, or codebook (the VQ-VAE's vectors, frozen)")
+    prior_batch_size: int = _key(32, "prior", "global training batch")
+    prior_learning_rate: float = _key(3e-4, "prior", "Adam learning rate")
+    prior_steps: int = _key(20000, "prior", "total training steps", resumable=True)
+    prior_seed: int = _key(0, "prior", "seed of the prior's initialisation and data order")
 
-    seed: int = 0
+    # --- sample: stage 07 ---
+    n: int = _key(16, "sample", "images to generate")
+    temperature: float = _key(1.0, "sample", "softmax temperature (> 0; below 1: safer, less varied)")
+    top_k: int = _key(0, "sample", "sample among the k likeliest codes; 0: all")
+    top_p: float = _key(1.0, "sample", "sample among the likeliest codes holding this probability; 1: all")
+    sample_seed: int = _key(0, "sample", "seed of the samples (same seed, same images)")
+    sample_batch_size: int = _key(16, "sample", "images sampled at once")
+
+    # --- runtime: how any stage runs; recorded, never compared ---
+    checkpoint_every: int = _key(500, "runtime", "training steps between checkpoints")
+    mixed_precision: str = _key("auto", "runtime", "auto (bfloat16 on TPU, float16 on GPU, off on CPU), "
+                                "off, bfloat16 or float16")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -97,12 +149,62 @@ class Config:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
+    def section(self, group: str) -> dict:
+        """The values of one group's keys, JSON-ready: what a stage records and compares."""
+        keys = group_keys(group)
+        return {k: v for k, v in self.to_dict().items() if k in keys}
+
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         return cls(**_coerce_all(d))
 
     def replace(self, **overrides) -> Config:
         return dataclasses.replace(self, **_coerce_all(overrides))
+
+    def adopt(self, manifest: dict) -> Config:
+        """This config with every group an input artifact fixed replaced by its values.
+
+        manifest: an artifact's manifest; its "settings" ({group: values}) hold its own
+        group and every group upstream of it. A prior trained on smoke-preset codes with
+        `--preset demo` thus gets the demo prior settings and the codes' own grids.
+        """
+        values: dict = {}
+        for group, section in manifest.get("settings", {}).items():
+            if group != "runtime":
+                values.update(section)
+        return self.replace(**values)
+
+
+def group_of(key: str) -> str:
+    """The group that owns a key, e.g. group_of("prior_dropout") == "prior"."""
+    for f in dataclasses.fields(Config):
+        if f.name == key:
+            return f.metadata["group"]
+    raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(_field_types()))}")
+
+
+def group_keys(group: str) -> tuple[str, ...]:
+    """The keys a group owns, in declaration order."""
+    if group not in GROUP_ORDER:
+        raise ValueError(f"group={group!r} is unknown; use one of {', '.join(GROUP_ORDER)}")
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["group"] == group)
+
+
+def resumable_keys() -> frozenset[str]:
+    """Keys an unfinished or finished output may be resumed with a new value of (step counts)."""
+    return frozenset(f.name for f in dataclasses.fields(Config) if f.metadata["resumable"])
+
+
+def help_lines(group: str) -> list[str]:
+    """One "key (default): help" line per key of a group, defaults of the full preset."""
+    lines = []
+    for f in dataclasses.fields(Config):
+        if f.metadata["group"] == group:
+            default = f.default
+            if isinstance(default, tuple):
+                default = ",".join(map(str, default))
+            lines.append(f"  {f.name} ({default}): {f.metadata['help']}")
+    return lines
 
 
 def _field_types() -> dict[str, object]:
@@ -147,6 +249,8 @@ def _coerce(key: str, value, hint) -> object:
 def _coerce_all(values: dict) -> dict:
     types = _field_types()
     unknown = sorted(set(values) - set(types))
+    if "preset" in unknown:
+        raise ValueError("preset is not a setting; choose it with --preset NAME (or get_preset(NAME))")
     if unknown:
         raise ValueError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(types))}")
     return {k: _coerce(k, v, types[k]) for k, v in values.items()}
@@ -196,6 +300,9 @@ def _validate(c: Config) -> None:
         "prior_steps",
         "min_image_side",
         "jpeg_quality",
+        "encode_batch_size",
+        "n",
+        "sample_batch_size",
     )
     for key in positive:
         if getattr(c, key) < 1:
@@ -217,10 +324,17 @@ def _validate(c: Config) -> None:
         raise ValueError("shard_mb, learning_rate and prior_learning_rate must be positive")
     if c.restart_after < 0:
         raise ValueError(f"restart_after={c.restart_after} must be 0 (never) or more")
+    if not c.temperature > 0:
+        raise ValueError(f"temperature={c.temperature} must be above 0, e.g. 1.0")
+    if c.top_k < 0:
+        raise ValueError(f"top_k={c.top_k} must be 0 (all codes) or more")
+    if not 0.0 < c.top_p <= 1.0:
+        raise ValueError(f"top_p={c.top_p} must be in (0, 1]; 1 keeps every code")
 
 
 PRESETS: dict[str, dict] = {
-    # The seed's configuration: 512x512, grids 16/32/64, latent dim 64, codebooks 512/256/64.
+    # 512x512 images, grids 16/32/64, latent dim 64, codebooks 512/256/64 (the seed document's
+    # sizes); widths and prior shapes are this project's (see the README).
     "full": {},
     # A laptop CPU in minutes, on the sample data that ships: grids 4/8/16.
     "demo": dict(
@@ -240,6 +354,7 @@ PRESETS: dict[str, dict] = {
         prior_steps=300,
         prior_learning_rate=1e-3,
         val_fraction=0.1,
+        n=16,
     ),
     # Tests and CI, seconds: 32x32 images, grids 4/8/16 through 3/2/1 downsamples.
     "smoke": dict(
@@ -264,6 +379,9 @@ PRESETS: dict[str, dict] = {
         prior_steps=6,
         val_fraction=0.2,
         learning_rate=1e-3,
+        encode_batch_size=4,
+        n=4,
+        sample_batch_size=4,
     ),
 }
 
@@ -276,7 +394,7 @@ def get_preset(name: str = "full", **overrides) -> Config:
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is unknown; use one of {', '.join(PRESETS)}")
     values = {**PRESETS[name], **overrides}
-    return Config(preset=name, **_coerce_all(values))
+    return Config(**_coerce_all(values))
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:

@@ -6,25 +6,30 @@ exactly as the notebooks and the CLI do, so a re-run resumes where it stopped.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from hvq_utils.config import LEVELS, Config
 
+log = logging.getLogger(__name__)
+
 
 def run_demo(out: str | Path, config: Config) -> dict:
     """Run prepare -> train-vqvae -> encode -> the three priors; returns {stage: manifest}."""
-    from hvq_utils.data.prepare import prepare_images
     from hvq_utils.encode import encode_codes
-    from hvq_utils.train import train_prior, train_vqvae
+    from hvq_utils.prepare import prepare_images
+    from hvq_utils.train_prior import train_prior
+    from hvq_utils.train_vqvae import train_vqvae
 
     out = Path(out)
     done: dict = {}
     t0 = time.time()
     done["prepare"] = prepare_images("sample", out / "data", config)
     done["train-vqvae"] = train_vqvae(out / "data", out / "vqvae", config)
-    done["encode"] = encode_codes(out / "data", out / "vqvae", out / "codes")
+    done["encode"] = encode_codes(out / "data", out / "vqvae", out / "codes", config)
     for level in LEVELS:
         done[f"prior-{level}"] = train_prior(level, out / "codes", out / f"prior-{level}", config)
-    print(f"demo finished in {time.time() - t0:.0f} s; every stage's output is under {out}/")
+    log.info("demo finished in %.0f s; every stage's output is under %s/", time.time() - t0, out)
+
     return done

@@ -2,26 +2,39 @@
 
     python -m hvq_utils encode --data runs/data --vqvae runs/vqvae --out runs/codes
 
-The output holds code TFRecords per split (read by `hvq_utils.data.code_dataset`), the
-VQ-VAE's codebooks (`codebooks.npz`, for priors that embed codes with them) and a manifest
-with the counts, grid shapes, code histograms and validation PSNR.
+The image size and the model come from the VQ-VAE's manifest; this stage's own settings
+(the "encode" group: the batch size) are the only ones it records and compares. The output
+holds code TFRecords per split (read by `hvq_utils.data.code_dataset`), the VQ-VAE's
+codebooks (`codebooks.npz`, for priors that embed codes with them) and a manifest with the
+counts, grid shapes, code histograms and validation PSNR (mean of per-image PSNR).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hvq_utils.config import LEVELS, Config
-from hvq_utils.manifest import ManifestError, describe, read_manifest, write_manifest
+from hvq_utils.manifest import (
+    ManifestError,
+    atomic_output,
+    check_output,
+    describe,
+    read_manifest,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 
 
 def _check_inputs(data: dict, vqm: dict) -> None:
-    have, want = data["config"].get("image_size"), vqm["config"].get("image_size")
+    have, want = data["image_size"], vqm["image_size"]
     if have != want:
         raise ManifestError(
             f"{describe(data)} holds {have}-pixel images but {describe(vqm)} was trained on "
@@ -33,38 +46,35 @@ def encode_codes(
     data_dir: str | os.PathLike,
     vqvae_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    batch_size: int | None = None,
+    config: Config | None = None,
 ) -> dict:
     """Encode both splits of `data_dir` with the VQ-VAE in `vqvae_dir`; returns the manifest.
 
-    Re-running after an interruption starts the encoding over (it is one pass over the data);
-    re-running after it finished with the same inputs returns the existing manifest.
+    config: the user's config (default: the full preset); only its "encode" group and
+    runtime are used, the rest comes from the VQ-VAE. Re-running after an interruption
+    starts the encoding over (it is one pass over the data); re-running after it finished
+    with the same settings and inputs returns the existing manifest.
     """
+    from hvq_utils.config import get_preset
+
     data = read_manifest(data_dir, "prepare")
     vqm = read_manifest(vqvae_dir, "train-vqvae")
     _check_inputs(data, vqm)
+    config = (config or get_preset()).adopt(vqm)
     out = Path(out_dir)
-    try:
-        done = read_manifest(out, "encode")
-        if done["inputs"]["vqvae"]["hash"] == vqm["hash"] and done["inputs"]["data"]["hash"] == data["hash"]:
-            print(f"{out} already holds these codes; nothing to do")
-            return done
-    except ManifestError:
-        pass
-    config = Config.from_dict(vqm["config"])
-    batch_size = batch_size or config.batch_size
+    verdict = check_output(out, "encode", config, {"vqvae": vqm, "data": data})
+    if verdict.state == "finished":
+        return verdict.manifest
+    batch_size = config.encode_batch_size
 
     from hvq_utils.runtime import setup_runtime
 
     rt = setup_runtime(config)
-    if batch_size % rt.devices:
-        raise ValueError(
-            f"batch_size={batch_size} does not split over {rt.devices} devices; "
-            f"use a multiple of {rt.devices} (--batch-size)"
-        )
+    rt.check_batch("encode_batch_size", batch_size)
 
     from hvq_utils.data import CodeShardWriter, image_dataset
-    from hvq_utils.saving import load_model
+    from hvq_utils.loading import load_model
+    from hvq_utils.vqvae import psnr_db
 
     vq = load_model(Path(vqvae_dir) / "vqvae.keras")
     code_model = vq.code_model()
@@ -74,12 +84,13 @@ def encode_codes(
     out.mkdir(parents=True, exist_ok=True)
 
     hist = {lv: np.zeros(k, np.int64) for lv, k in zip(LEVELS, config.codebook_sizes, strict=True)}
-    shards, splits, sq_err, n_val = [], {}, 0.0, 0
+    shards, splits, psnrs = [], {}, []
+    bar = tqdm(total=sum(data["splits"].get(s, 0) for s in SPLITS), unit="img", desc="encode")
     for split in SPLITS:
         splits[split] = 0
         if not data["splits"].get(split):
             continue
-        ds = image_dataset(data_dir, split, batch_size, training=False, config=config, with_ids=True)
+        ds = image_dataset(data_dir, split, batch_size, with_ids=True)
         with CodeShardWriter(out, split) as writer:
             for images, ids in ds.as_numpy_iterator():
                 n = len(images)
@@ -94,34 +105,34 @@ def encode_codes(
                 for lv in LEVELS:
                     hist[lv] += np.bincount(codes[lv].ravel(), minlength=len(hist[lv]))
                 if split == "validation":
-                    recon = np.asarray(vq.predict_on_batch(full))[:n]  # = decode(encode(images))
-                    sq_err += float(np.mean((recon - images) ** 2, axis=(1, 2, 3)).sum())
-                    n_val += n
+                    recon = np.asarray(vq.predict_on_batch(full)["images"])[:n]  # decode(encode(x))
+                    mse = np.mean((recon - images) ** 2, axis=(1, 2, 3))  # (n,)
+                    psnrs += np.asarray(psnr_db(mse)).tolist()
                 splits[split] += n
+                bar.update(n)
         shards += writer.shards
+    bar.close()
 
     codebooks = vq.codebooks()
-    tmp = out / ".codebooks.tmp.npz"
-    np.savez(tmp, **{lv: np.asarray(codebooks[lv], np.float32) for lv in LEVELS})
-    os.replace(tmp, out / "codebooks.npz")
-    val_mse = sq_err / n_val if n_val else None
+    with atomic_output(out / "codebooks.npz") as tmp:
+        np.savez(tmp, **{lv: np.asarray(codebooks[lv], np.float32) for lv in LEVELS})
     manifest = write_manifest(
         out,
         "encode",
-        config.to_dict(),
+        config,
         {"vqvae": vqm, "data": data},
         shards=shards,
         splits=splits,
         grid_sizes=dict(zip(LEVELS, config.grid_sizes, strict=True)),
         codebook_sizes=dict(zip(LEVELS, config.codebook_sizes, strict=True)),
         histograms={lv: h.tolist() for lv, h in hist.items()},
-        validation={"mse": val_mse, "psnr": None if not val_mse else float(10 * np.log10(1 / val_mse))},
+        validation={"psnr": float(np.mean(psnrs)) if psnrs else None, "images": len(psnrs)},
         files=["codebooks.npz"],
     )
     used = ", ".join(f"{lv} {int((h > 0).sum())}/{len(h)}" for lv, h in hist.items())
     psnr = manifest["validation"]["psnr"]
-    print(
-        f"encoded {splits['train']} train + {splits['validation']} validation images; codes used: {used}"
-        + (f"; validation PSNR {psnr:.2f} dB" if psnr else "")
+    log.info(
+        "encoded %d train + %d validation images; codes used: %s%s",
+        splits["train"], splits["validation"], used, f"; validation PSNR {psnr:.2f} dB" if psnr else "",
     )
     return manifest

@@ -122,6 +122,8 @@ def reconstruction_widget(vq, images: np.ndarray):
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
+    from hvq_utils.vqvae import psnr_db
+
     index = widgets.IntSlider(0, 0, len(images) - 1, description="image")
     boxes = {lv: widgets.Checkbox(True, description=lv) for lv in LEVELS}
     out = widgets.Output()
@@ -137,7 +139,7 @@ def reconstruction_widget(vq, images: np.ndarray):
             axes[0].imshow(image[0])
             axes[0].set_title("original")
             axes[1].imshow(np.clip(recon, 0, 1))
-            psnr = 10 * np.log10(1.0 / max(mse, 1e-10))
+            psnr = float(psnr_db(np.array([mse], "float32"))[0])
             axes[1].set_title(f"from {'+'.join(levels) or 'nothing'}: PSNR {psnr:.1f} dB")
             for ax in axes:
                 ax.axis("off")
@@ -157,3 +159,23 @@ def preview_batch(data_dir: str | os.PathLike, n: int = 8) -> np.ndarray:
     splits = read_manifest(data_dir, "prepare")["splits"]
     split = "validation" if splits.get("validation", 0) >= n else "train"
     return next(image_dataset(data_dir, split, n, training=False).as_numpy_iterator())
+
+
+def sample_pairs(gallery_dir: str | os.PathLike, n: int = 8):
+    """Sources above their samples, from a gallery written with sources (stage 07's variations
+    and inpainting): the first `n` in rank order."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    gallery_dir = Path(gallery_dir)
+    samples = sorted((gallery_dir / "samples").glob("sample_*.png"))[:n]
+    if not samples:
+        raise FileNotFoundError(f"{gallery_dir}/samples holds no sample; run the sampling stage first")
+    fig, axes = plt.subplots(2, len(samples), figsize=(2 * len(samples), 4.4), squeeze=False)
+    for i, path in enumerate(samples):
+        source = gallery_dir / "sources" / path.name.replace("sample_", "source_")
+        for ax, image, title in ((axes[0, i], source, "source"), (axes[1, i], path, f"rank {i}")):
+            ax.imshow(np.asarray(Image.open(image)))
+            ax.set_title(title)
+            ax.axis("off")
+    return fig

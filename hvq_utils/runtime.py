@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -41,6 +42,13 @@ class Runtime:
         """Context in which to build models (the strategy's scope on several GPUs)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
+    def check_batch(self, key: str, value: int) -> None:
+        """Refuse a global batch that does not split evenly over the devices."""
+        if value % self.devices:
+            raise ValueError(
+                f"{key}={value} does not split over {self.devices} devices; use a multiple of {self.devices}"
+            )
+
     def describe(self) -> str:
         return (
             f"hvq runtime: {self.platform}, {self.accelerator} x{self.devices} via {self.backend}, "
@@ -49,6 +57,22 @@ class Runtime:
 
 
 _CURRENT: Runtime | None = None
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show the package's log lines (stage progress, results) on stdout, once.
+
+    Library modules only log; the CLI and `setup_runtime` (which every notebook calls)
+    call this, and a handler the user has added to the "hvq_utils" logger is kept.
+    """
+    logger = logging.getLogger("hvq_utils")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 # TensorFlow settings read once, when TensorFlow loads; each measured on a 2-core CPU
 # (see the README's figures). A value the user has set is kept.
@@ -112,6 +136,7 @@ def setup_runtime(config=None, accelerator: str = "auto", verbose: bool = True) 
     Keras was already imported with another backend (restart the kernel and call this first).
     """
     global _CURRENT
+    configure_logging()
     if _CURRENT is not None:
         return _CURRENT
     if accelerator not in ("auto", "tpu", "gpu", "cpu"):
@@ -137,18 +162,22 @@ def setup_runtime(config=None, accelerator: str = "auto", verbose: bool = True) 
         devices = len(platform_devices) or 1
         if devices > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=platform_devices))
-    elif acc == "gpu":
+    else:
         import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        devices = max(1, len(gpus))
-        if len(gpus) > 1:
-            strategy = tf.distribute.MirroredStrategy()
+        # No TF32 matrix passes (Ampere and newer GPUs): the nearest-code search and the
+        # sampler must compute in full float32 (mixed precision still uses float16).
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        if acc == "gpu":
+            gpus = tf.config.list_physical_devices("GPU")
+            devices = max(1, len(gpus))
+            if len(gpus) > 1:
+                strategy = tf.distribute.MirroredStrategy()
 
     mode = getattr(config, "mixed_precision", "auto")
     policy = _AUTO_POLICY[acc] if mode == "auto" else _POLICIES[mode]
     keras.mixed_precision.set_global_policy(policy)
     _CURRENT = Runtime(detect_platform(), acc, backend, devices, policy, strategy)
     if verbose:
-        print(_CURRENT.describe())
+        log.info(_CURRENT.describe())
     return _CURRENT

@@ -1,10 +1,20 @@
+import dataclasses
+
 import pytest
 
 from hvq_utils import get_preset
-from hvq_utils.config import PRESETS, Config, parse_overrides
+from hvq_utils.config import (
+    GROUP_ORDER,
+    PRESETS,
+    STAGE_GROUPS,
+    Config,
+    group_keys,
+    group_of,
+    parse_overrides,
+)
 
 
-def test_full_preset_holds_the_seeds_numbers():
+def test_full_preset_holds_the_seed_documents_sizes():
     c = get_preset("full")
     assert c.image_size == 512
     assert c.grid_sizes == (16, 32, 64)
@@ -60,3 +70,40 @@ def test_malformed_overrides_fail_with_a_message(bad):
 def test_config_round_trips_through_a_dict():
     c = get_preset("demo", resize="crop")
     assert Config.from_dict(c.to_dict()) == c
+
+
+def test_every_key_belongs_to_exactly_one_group():
+    names = [f.name for f in dataclasses.fields(Config)]
+    grouped = [k for g in GROUP_ORDER for k in group_keys(g)]
+    assert sorted(grouped) == sorted(names)  # each key once, none left out
+    assert set(STAGE_GROUPS.values()) | {"runtime"} == set(GROUP_ORDER)
+    assert group_of("prior_dropout") == "prior" and group_of("jpeg_quality") == "data"
+
+
+def test_a_section_holds_only_its_group():
+    c = get_preset("smoke")
+    assert set(c.section("encode")) == {"encode_batch_size"}
+    assert "jpeg_quality" not in c.section("vqvae") and "steps" in c.section("vqvae")
+
+
+def test_adopt_takes_every_upstream_group_from_a_manifest_but_not_the_runtime():
+    smoke = get_preset("smoke")
+    manifest = {"settings": {g: smoke.section(g) for g in ("data", "vqvae", "encode", "runtime")}}
+    c = get_preset("demo").adopt(manifest)
+    assert c.grid_sizes == smoke.grid_sizes and c.codebook_sizes == smoke.codebook_sizes
+    assert c.prior_blocks == get_preset("demo").prior_blocks  # the user's own group stays
+    assert c.checkpoint_every == get_preset("demo").checkpoint_every
+
+
+def test_preset_is_not_a_setting():
+    with pytest.raises(ValueError, match="preset is not a setting; choose it with --preset"):
+        get_preset("smoke", **parse_overrides(["preset=demo"]))
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("temperature", 0, "temperature=0"), ("top_p", 1.5, "top_p=1.5"), ("top_k", -1, "top_k=-1")],
+)
+def test_bad_sampling_controls_fail_at_config_time(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        get_preset("smoke", **{key: value})

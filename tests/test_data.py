@@ -11,9 +11,9 @@ from PIL import Image
 
 from hvq_utils import get_preset
 from hvq_utils.data import CodeShardWriter, code_dataset, image_dataset
-from hvq_utils.data.prepare import prepare_images
 from hvq_utils.data.records import count
 from hvq_utils.manifest import write_manifest
+from hvq_utils.prepare import prepare_images
 
 N_IMAGES = 22
 GRIDS = {"top": 4, "middle": 8, "bottom": 16}
@@ -119,7 +119,7 @@ def write_codes(out: Path, n: int, per_shard: int = 4) -> tuple[dict[str, np.nda
         w.add_batch({lv: a[: n // 2] for lv, a in codes.items()}, ids[: n // 2])
         for i in range(n // 2, n):
             w.add({lv: a[i] for lv, a in codes.items()}, ids[i])
-    write_manifest(out, "encode", {}, shards=w.shards, grid_sizes=GRIDS)
+    write_manifest(out, "encode", get_preset("smoke"), shards=w.shards, grid_sizes=GRIDS)
     return codes, ids
 
 

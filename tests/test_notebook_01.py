@@ -29,7 +29,7 @@ def test_notebook_01_prepares_a_folder(tmp_path, notebook_runner, monkeypatch):
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"found": 13, "written": 12, "rejected": 1, "ignored": 1}
-    assert manifest["config"]["image_size"] == 32
+    assert manifest["settings"]["data"]["image_size"] == 32
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of prepared images
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)

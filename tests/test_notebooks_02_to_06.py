@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from hvq_utils.data.prepare import prepare_images
+    from hvq_utils.prepare import prepare_images
 
     root = tmp_path_factory.mktemp("pipeline")
     src = root / "images"
@@ -44,7 +44,7 @@ def test_notebooks_02_to_06_run_in_sequence(prepared, notebook_runner):
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in widget_outputs)
 
     params = {"DATA": str(root / "data"), "VQVAE": str(root / "vqvae"), "OUT": str(root / "codes")}
-    notebook_runner("03_encode_latents.ipynb", {**params, "BATCH_SIZE": None}, root)
+    notebook_runner("03_encode_latents.ipynb", {**params, "BATCH_SIZE": 4}, root)
     codes = _manifest(root / "codes")
     assert codes["inputs"]["vqvae"]["hash"] == vq["hash"]
     assert codes["splits"]["train"] + codes["splits"]["validation"] == 40

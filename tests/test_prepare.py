@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from hvq_utils import get_preset
-from hvq_utils.data import images as images_mod
-from hvq_utils.data import prepare as prepare_mod
-from hvq_utils.data.images import ImageSettings, find_images, resize_square, to_rgb
-from hvq_utils.data.prepare import PROGRESS, prepare_images, split_of
+from hvq_utils import prepare as prepare_mod
+from hvq_utils.data import decode as images_mod
+from hvq_utils.data.decode import ImageSettings, find_images, resize_square, to_rgb
 from hvq_utils.data.records import SHARD_RE, image_dataset
+from hvq_utils.prepare import PROGRESS, prepare_images, split_of
 
 PAD = (200, 100, 50)  # an unusual background, so padding and alpha compositing are visible
 BOMB_LIMIT = 50_000  # pixels; the bombs below are 90,000 (error) and 60,000 (warning)
@@ -129,10 +129,11 @@ def test_accounting_found_equals_written_plus_rejected(awkward, capsys):
     assert sum(s["count"] for s in m["shards"]) == c["written"]
 
 
-def test_summary_states_the_accounting_and_lists_rejects(tmp_path, capsys):
+def test_summary_states_the_accounting_and_lists_rejects(tmp_path, caplog):
     root = make_awkward_folder(tmp_path / "src")
-    prepare_images(root, tmp_path / "out", smoke(), workers=1)
-    printed = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="hvq_utils"):
+        prepare_images(root, tmp_path / "out", smoke(), workers=1)
+    printed = caplog.text
     assert "found 23 images = 17 written + 6 rejected" in printed
     assert "train/notes.jpg: not an image" in printed
 

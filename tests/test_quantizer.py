@@ -227,3 +227,48 @@ def test_config_round_trip_and_clear_errors():
         VectorQuantizer(8, 4, update="adam")
     with pytest.raises(ValueError, match="latents have 5 channels but the codebook has dim=4"):
         VectorQuantizer(8, 4)(np.zeros((1, 2, 2, 5), np.float32))
+
+
+def _far_from_the_origin(seed: int = 0):
+    """Latents and codes clustered 1000 units from the origin, where |z|^2 - 2 z.e + |e|^2
+    cancels 6 of float32's 7 digits (and bfloat16 passes would keep none)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=64) * 1000.0 / 8.0  # |offset| ~ 1000
+    latents = (offset + rng.normal(size=(2000, 64))).astype("float32")
+    codebook = (offset + rng.normal(size=(256, 64))).astype("float32")
+    d = ((latents[:, None, :].astype("float64") - codebook[None].astype("float64")) ** 2).sum(-1)
+    ordered = np.sort(d, axis=1)
+    clear = ordered[:, 1] - ordered[:, 0] > 1e-3  # no float near-ties
+    return latents, codebook, d.argmin(1), clear
+
+
+def test_nearest_code_search_is_exact_for_latents_far_from_the_origin():
+    from hvq_utils.vqvae.quantizer import nearest_codes
+
+    latents, codebook, truth, clear = _far_from_the_origin()
+    codes = np.asarray(nearest_codes(ops.convert_to_tensor(latents), ops.convert_to_tensor(codebook)))
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(codes[clear], truth[clear])
+    # Without centring, float32 itself picks wrong codes here: the test can tell.
+    naive = ((codebook**2).sum(1)[None] - 2.0 * latents @ codebook.T).argmin(1)
+    assert (naive[clear] != truth[clear]).mean() > 0.01
+
+
+def test_nearest_code_search_asks_jax_for_full_float32_precision():
+    """On JAX (the TPU backend) the distance product must not run in bfloat16 passes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp
+        from hvq_utils.vqvae.quantizer import nearest_codes
+        print(jax.make_jaxpr(nearest_codes)(jnp.zeros((6, 4)), jnp.zeros((5, 4))))
+        """
+    )
+    env = {**__import__("os").environ, "KERAS_BACKEND": "jax"}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dots = r.stdout.split("dot_general[")[1:]  # each product's parameters follow its name
+    assert dots and all("precision=(Precision.HIGHEST" in d[:300] for d in dots), r.stdout

@@ -126,22 +126,22 @@ def _one_line_refusal(r: subprocess.CompletedProcess, *fragments: str) -> None:
         assert fragment in r.stderr
 
 
-def test_codes_of_another_codebook_size_are_refused_before_any_work(codes_dir, tmp_path):
+def test_a_prior_takes_grids_and_codebooks_from_the_codes_and_its_own_settings_from_the_preset(
+    codes_dir, tmp_path
+):
+    """Codes made at the smoke preset, a prior asked for at the demo preset: the demo prior's
+    settings on the codes' own grids and codebook sizes."""
+    out = tmp_path / "p"
     r = _cli(
-        "train-prior",
-        "--level",
-        "bottom",
-        "--codes",
-        str(codes_dir),
-        "--out",
-        str(tmp_path / "p"),
-        "--preset",
-        "smoke",
-        "--set",
-        "codebook_sizes=16,8,8",
+        "train-prior", "--level", "middle", "--codes", str(codes_dir), "--out", str(out),
+        "--preset", "demo", "--steps", "2", "--set", "prior_batch_size=4",
+        "--set", "checkpoint_every=2",
     )
-    _one_line_refusal(r, "the bottom codes of encode at", "have 4 codes", "gives 8 codes")
-    assert not (tmp_path / "p").exists()
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["prior"]["prior_channels"] == [64, 48, 32]  # demo's
+    assert manifest["settings"]["vqvae"]["codebook_sizes"] == [16, 8, 4]  # the smoke codes'
+    assert (manifest["grid_size"], manifest["codebook_size"]) == (8, 8)
 
 
 def test_a_directory_of_the_wrong_stage_is_refused(data_dir, tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from hvq_utils.config import LEVELS, Config
+from hvq_utils.config import LEVELS
 from hvq_utils.data.records import (
     ShardWriter,
     example_bytes,
@@ -107,19 +107,18 @@ class CodeShardWriter:
 def code_dataset(
     codes_dir: str | os.PathLike,
     split: str = "train",
-    batch_size: int | None = None,
+    batch_size: int = 32,
     training: bool = False,
     levels: Sequence[str] = LEVELS,
-    config: Config | None = None,
+    seed: int | None = None,
     shuffle_buffer: int = 4096,
     with_ids: bool = False,
 ) -> tf.data.Dataset:
     """Codes as batches: {level: int32 (B, G, G)} for each of `levels`, G from the manifest's
     grid_sizes (16 / 32 / 64 at the full preset).
 
-    codes_dir: output directory of `encode`. batch_size: default config.prior_batch_size;
-    config: default the one stored in the manifest. training: shuffle, repeat forever,
-    drop the last partial batch; otherwise one pass in manifest order.
+    codes_dir: output directory of `encode`. training: shuffle (with `seed`), repeat
+    forever, drop the last partial batch; otherwise one pass in manifest order.
     with_ids: elements are (codes, source_ids: string (B,)).
     Pure TensorFlow ops, static shapes.
     """
@@ -131,8 +130,6 @@ def code_dataset(
             f"levels {unknown} are not in {codes_dir} (it has {', '.join(grid_sizes)}); "
             f"use some of {', '.join(grid_sizes)}"
         )
-    config = config or Config.from_dict(manifest["config"])
-    batch_size = batch_size or config.prior_batch_size
     features = {"source_id": tf.io.FixedLenFeature([], tf.string)}
     for level in levels:
         features[level] = tf.io.FixedLenFeature([], tf.string)
@@ -149,7 +146,7 @@ def code_dataset(
             codes[level] = tf.cast(grid, tf.int32)  # (G, G)
         return (codes, ex["source_id"]) if with_ids else codes
 
-    seed = config.seed if training else None
+    seed = seed if training else None
     files = split_files(manifest, split)
     ds = record_dataset(files, training, shuffle_buffer, seed, split_records(manifest, split))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)

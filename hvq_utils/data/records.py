@@ -20,7 +20,6 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from hvq_utils.config import Config
 from hvq_utils.manifest import file_sha256, read_manifest
 
 SPLITS = ("train", "validation")
@@ -192,30 +191,26 @@ def record_dataset(
 def image_dataset(
     data_dir: str | os.PathLike,
     split: str = "train",
-    batch_size: int | None = None,
+    batch_size: int = 16,
     training: bool = False,
-    flip: bool | None = None,
-    config: Config | None = None,
+    flip: bool = False,
+    seed: int | None = None,
     shuffle_buffer: int = 1024,
     with_ids: bool = False,
 ) -> tf.data.Dataset:
     """Prepared images as batches: float32 (B, S, S, 3) in [0, 1], S = the manifest's image_size.
 
     data_dir: output directory of `prepare` (its manifest lists the shards).
-    batch_size: default config.batch_size; config: default the one stored in the manifest.
     training: shuffle, repeat forever and drop the last partial batch (static batch size);
         otherwise one pass in manifest order, the last batch may be smaller.
-    flip: random horizontal flips, training only; default config.flip.
+    flip: random horizontal flips, training only. seed: shuffle and flip seed, training only.
     with_ids: elements are (images, source_ids: string (B,)) instead of images.
 
     Pure TensorFlow ops (no py_function), so it runs on a TPU host; shapes are static.
     """
     manifest = read_manifest(data_dir, "prepare")
-    config = config or Config.from_dict(manifest["config"])
     size = int(manifest["image_size"])
-    batch_size = batch_size or config.batch_size
-    flip = config.flip if flip is None else flip
-    seed = config.seed if training else None
+    seed = seed if training else None
 
     def decode(serialized):
         ex = tf.io.parse_single_example(serialized, IMAGE_FEATURES)

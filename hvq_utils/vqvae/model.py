@@ -30,10 +30,11 @@ usage-weighted mean vector at every position, the latent the decoder sees on ave
 level, instead of zeros, which the decoder never saw. The picture then shows what the named
 levels carry on top of an "average" contribution of the others.
 
-Training: `fit` on batches of images. `compute_loss` returns MSE + the quantizers' latent losses
-and updates the metrics `mse`, `psnr` (dB, per image) and `<level>_perplexity`, `<level>_usage`
-(fraction of the codebook used in the batch), which `fit` and `evaluate` log on the TensorFlow
-and the JAX backends.
+Training: `fit` on batches of images. `call` returns the reconstruction with the latent loss
+and the code statistics; `compute_loss` returns MSE + the quantizers' latent losses and
+updates the metrics `mse`, `psnr` (dB, mean of per-image PSNR) and `<level>_perplexity`,
+`<level>_usage` (fraction of the codebook used in the batch), which `fit` and `evaluate` log
+on the TensorFlow and the JAX backends.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from hvq_utils.config import LEVELS, Config
+from hvq_utils.config import LEVELS, Config, upper_levels
 from hvq_utils.vqvae.layers import ResBlock
 from hvq_utils.vqvae.quantizer import VectorQuantizer, replica_count
 
 # (upper, lower) level indices: each lower encoder sees every upper level's quantized latents.
-_CONDITIONS = ((0, 1), (0, 2), (1, 2))
+_CONDITIONS = tuple((LEVELS.index(u), i) for i, level in enumerate(LEVELS) for u in upper_levels(level))
 
 
 def _down(widths, name: str) -> keras.Sequential:
@@ -156,9 +157,6 @@ class VQVAE(keras.Model):
                 keras.metrics.Mean(name=f"{level}_perplexity"),
                 keras.metrics.Mean(name=f"{level}_usage"),
             ]
-        # Latent loss, perplexity and usage per level from the last forward pass: compute_loss
-        # runs right after call in the same traced step and reads them from here.
-        self._last_stats = None
 
     # --- forward pieces ---
     def _features(self, images) -> list:
@@ -211,9 +209,20 @@ class VQVAE(keras.Model):
         self.call(keras.KerasTensor(tuple(input_shape)))
 
     def call(self, images, training=False):
+        """images float (B, S, S, 3) -> {"images": float32 (B, S, S, 3) reconstruction,
+        "latent_loss": float32 (B,), "<level>_perplexity", "<level>_usage": float32 (B,)}.
+
+        The batch statistics are repeated per image, so that `predict` can concatenate
+        batches and `compute_loss` reads everything it needs from this return value.
+        """
         outputs = self._quantize(images, training=training)
-        self._last_stats = [{k: o[k] for k in ("loss", "perplexity", "usage")} for o in outputs]
-        return self._decode_latents([o["quantized"] for o in outputs])
+        recon = self._decode_latents([o["quantized"] for o in outputs])
+        per_image = ops.ones_like(recon[:, 0, 0, 0], dtype="float32")  # (B,)
+        result = {"images": recon, "latent_loss": per_image * sum(o["loss"] for o in outputs)}
+        for level, o in zip(LEVELS, outputs, strict=True):
+            result[f"{level}_perplexity"] = per_image * o["perplexity"]
+            result[f"{level}_usage"] = per_image * o["usage"]
+        return result
 
     # --- public API ---
     def encode(self, images) -> dict:
@@ -270,39 +279,42 @@ class VQVAE(keras.Model):
 
     # --- training ---
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """MSE(x, y_pred) + the quantizers' latent losses; updates the model's metrics.
+        """MSE(x, reconstruction) + the quantizers' latent losses; updates the model's metrics.
 
-        x: the images batch, float (B, S, S, 3); y is unused (batches carry images only).
+        x: the images batch, float (B, S, S, 3); y is unused (batches carry images only);
+        y_pred: what `call` returned for x.
         """
-        levels = self._last_stats
-        if levels is None:
-            raise ValueError("compute_loss needs a forward pass first; call the model on x")
-        self._last_stats = None
         x = ops.cast(x, "float32")
-        per_image = ops.mean((x - y_pred) ** 2, axis=(1, 2, 3))  # (B,)
-        mse = ops.mean(per_image)
-        loss = mse
-        for o in levels:
-            loss = loss + o["loss"]
-        psnr = -10.0 * ops.log(ops.maximum(per_image, 1e-10)) / ops.log(10.0)  # (B,), dB
-        values = [mse, ops.mean(psnr)]
-        for o in levels:
-            values += [o["perplexity"], o["usage"]]
-        # Weighted by the batch's size, so that a short last batch counts per image and `mse`
-        # and `psnr` over a pass are means per image.
-        images = ops.cast(ops.shape(x)[0], "float32")
+        per_image = ops.mean((x - y_pred["images"]) ** 2, axis=(1, 2, 3))  # (B,)
+        latent_loss = ops.mean(y_pred["latent_loss"])
+        values = [per_image, psnr_db(per_image)]
+        for level in LEVELS:
+            values += [y_pred[f"{level}_perplexity"], y_pred[f"{level}_usage"]]
+        # Per image, so that a short last batch counts per image and `mse` and `psnr` over a
+        # pass are means per image.
         for tracker, value in zip(self.trackers, values, strict=True):
-            tracker.update_state(value, sample_weight=images)
+            tracker.update_state(value)
         # Keras sums the replicas' gradients under tf.distribute; keep the loss a global mean.
-        return loss / replica_count()
+        return (ops.mean(per_image) + latent_loss) / replica_count()
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "config": self.config.to_dict()}
+        # What the model is, not how it was trained or fed: the image size and the VQ-VAE's
+        # own group of settings (nanoGPT's GPTConfig split).
+        own = self.config.section("vqvae")
+        return {**super().get_config(), "config": {"image_size": self.config.image_size, **own}}
 
     @classmethod
     def from_config(cls, config: dict) -> VQVAE:
         config = dict(config)
         return cls(Config.from_dict(config.pop("config")), **config)
+
+
+def psnr_db(mse):
+    """PSNR in dB of images in [0, 1] from their per-image mean squared error: (B,) -> (B,).
+
+    The one definition of the package: metrics report the mean of per-image PSNR.
+    """
+    return -10.0 * ops.log(ops.maximum(mse, 1e-10)) / ops.log(10.0)
 
 
 def build_vqvae(config: Config) -> VQVAE:

@@ -19,11 +19,19 @@ Costs: distances come from one (N, D) x (D, K) matrix product and codes are look
 gather, so memory stays O(N * K + N * D); nothing of shape (B, H, W, K, D) and no one-hot
 matrix is ever made. All codebook arithmetic is float32, whatever the mixed-precision policy.
 
+Precision: the nearest-code search must not depend on the accelerator, so its matrix product
+runs at full float32 precision (`exact_matmul`: JAX's "highest" precision, where TPUs would
+otherwise use bfloat16 passes; on TensorFlow `setup_runtime` turns TF32 off), and on vectors
+centred on the codebook's mean, so that latents far from the origin lose no digits to
+|z|^2 - 2 z.e + |e|^2 cancelling.
+
 Replicas: under JAX, `keras.distribution.DataParallel` runs one program over the global batch,
 so the batch sums are global as written. Under a TensorFlow `tf.distribute` strategy each
-replica sees its own slice; `replica_sum` all-reduces the statistics, and the state variables
-take the first replica's value (aggregation "only_first_replica"), so every device keeps the
-same codebook even where a random restart drew a different vector on each replica.
+replica sees its own slice; `replica_sum` all-reduces the statistics, and the random picks
+(the first batch's codebook, restarts) are rows of the global batch drawn alike on every
+replica and gathered from the replica that holds each (`global_rows`), so every replica
+uses the codebook a single device would, and the state variables keep the first replica's
+value (aggregation "only_first_replica").
 """
 
 from __future__ import annotations
@@ -50,6 +58,49 @@ def replica_sum(x):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
+def _replica():
+    """(replica index, replicas) of the TensorFlow `tf.distribute` replica context; else (0, 1)."""
+    if keras.backend.backend() != "tensorflow":
+        return 0, 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0, 1
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
+def global_rows(flat, rows):
+    """Rows `rows` of the global batch, of which this replica holds `flat`: (N, D) -> (K, D).
+
+    rows: int32 (K,) indices into the global batch (replica r holds rows r*N .. r*N + N - 1,
+    as tf.distribute splits a batch). Each replica fills in the rows it holds and the
+    replicas' parts are summed, so every replica gets the same (K, D) rows a single device
+    would; without replicas this is take(flat, rows).
+    """
+    replica, replicas = _replica()
+    if replicas == 1:
+        return ops.take(flat, rows, axis=0)
+    n = ops.shape(flat)[0]
+    local = rows - replica * n  # (K,)
+    mine = ops.logical_and(local >= 0, local < n)
+    picked = ops.take(flat, ops.clip(local, 0, n - 1), axis=0)  # (K, D)
+    return replica_sum(ops.where(mine[:, None], picked, 0.0))
+
+
+def exact_matmul(a, b):
+    """a @ b at full float32 precision on every backend (no bfloat16 or TF32 passes).
+
+    JAX asks XLA for "highest" precision on this product alone; TensorFlow has no per-op
+    setting, and `setup_runtime` turns TF32 off for the process instead.
+    """
+    if keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.matmul(a, b, precision="highest")
+    return ops.matmul(a, b)
+
+
 def replica_count() -> int:
     """Number of replicas a TensorFlow `tf.distribute` strategy splits each batch over; else 1.
 
@@ -61,6 +112,20 @@ def replica_count() -> int:
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def nearest_codes(flat, codebook):
+    """Index of the nearest codebook vector of each row: flat float32 (N, D), codebook float32
+    (K, D) -> int32 (N,).
+
+    |z - e|^2 = |z|^2 - 2 z.e + |e|^2, where |z|^2 is the same for every code of a row, so
+    the argmin needs the last two terms only: one (N, D) x (D, K) product, at full float32
+    precision, after centring both on the codebook's mean (distances are unchanged by it).
+    """
+    centre = ops.mean(codebook, axis=0)  # (D,)
+    z, e = flat - centre, codebook - centre
+    scores = ops.sum(e**2, axis=1)[None, :] - 2.0 * exact_matmul(z, ops.transpose(e))  # (N, K)
+    return ops.cast(ops.argmin(scores, axis=1), "int32")
 
 
 @keras.saving.register_keras_serializable(package="hvq")
@@ -172,15 +237,9 @@ class VectorQuantizer(keras.layers.Layer):
         if training:
             # One random draw of K latent vectors per step: the first batch's codebook, and
             # the new place of any code restarted this step.
-            picks = ops.take(flat, self._random_rows(flat), axis=0)  # (K, D)
+            picks = global_rows(flat, self._random_rows(flat))  # (K, D)
             codebook = ops.where(self.initialized > 0, codebook, picks)
-
-        # |z - e|^2 = |z|^2 - 2 z.e + |e|^2; |z|^2 is the same for every code of a row, so the
-        # argmin needs only the last two terms, from one (N, D) x (D, K) product.
-        scores = ops.sum(codebook**2, axis=1)[None, :] - 2.0 * ops.matmul(
-            flat, ops.transpose(codebook)
-        )  # (N, K)
-        codes = ops.cast(ops.argmin(scores, axis=1), "int32")  # (N,)
+        codes = nearest_codes(flat, codebook)  # (N,)
         chosen = ops.take(codebook, codes, axis=0)  # (N, D)
 
         commit = ops.mean((flat - ops.stop_gradient(chosen)) ** 2)
@@ -207,8 +266,10 @@ class VectorQuantizer(keras.layers.Layer):
         }
 
     def _random_rows(self, flat):
-        """K random row indices of flat (N, D), drawn with replacement: int32 (K,)."""
-        rows = ops.shape(flat)[0]
+        """K random row indices of the global batch, drawn with replacement: int32 (K,).
+
+        Every replica draws the same indices (their seed states are mirrored)."""
+        rows = ops.shape(flat)[0] * _replica()[1]
         return keras.random.randint(
             (self.num_codes,), 0, rows, dtype="int32", seed=self.seed_generator
         )

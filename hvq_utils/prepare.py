@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -31,10 +32,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hvq_utils.config import Config
-from hvq_utils.data.images import IMAGE_EXTENSIONS, ImageSettings, find_images, prepare_one
-from hvq_utils.data.records import SHARD_RE, SPLITS, TEMP_SUFFIX, ShardWriter, image_example
-from hvq_utils.manifest import MANIFEST, atomic_write_bytes, write_manifest
+from hvq_utils.data.decode import IMAGE_EXTENSIONS, ImageSettings, find_images, prepare_one
+from hvq_utils.manifest import MANIFEST, atomic_write_bytes, check_output, write_manifest
 from hvq_utils.runtime import detect_platform
+
+log = logging.getLogger(__name__)
 
 COMPETITION = "humpback-whale-identification"
 PROGRESS = ".prepare-progress.json"
@@ -72,33 +74,26 @@ def split_of(rel_path: str, val_fraction: float) -> str:
     return "validation" if h < val_fraction else "train"
 
 
-def _run_key(src: Path, paths: list[str], settings: ImageSettings, config: Config) -> str:
-    """Identifies the work: the same files (by size and mtime) and the same image settings."""
+def _listing_hash(src: Path, paths: list[str]) -> str:
+    """Identifies the source: the same files, by relative path, size and mtime."""
     files = []
     for p in paths:
         st = os.stat(src / p)
         files.append((p, st.st_size, st.st_mtime_ns))
-    body = {"settings": settings.__dict__, "shard_mb": config.shard_mb,
-            "val_fraction": config.val_fraction, "files": files}
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+def _run_key(listing: str, config: Config) -> str:
+    """Identifies the work: the same source listing and the same data settings."""
+    body = {"settings": config.section("data"), "files": listing}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _check_out(out: Path) -> None:
-    path = out / MANIFEST
-    if not path.is_file():
-        return
-    try:
-        stage = json.loads(path.read_text()).get("stage")
-    except (OSError, ValueError):
-        return  # an unreadable manifest is replaced like a stale one
-    if stage != "prepare":
-        raise ValueError(f"--out {out} holds a {stage!r} artifact; give prepare a directory of its own")
 
 
 def _resume(out: Path, key: str) -> list[dict]:
     """Completed shards a previous run of the same work recorded, still intact on disk, with
     everything else a previous run left deleted. Entries: {file, split, count, sha256, bytes,
     end (images of the split covered), rejected}."""
+    from hvq_utils.data.records import SHARD_RE, SPLITS, TEMP_SUFFIX
     try:
         progress = json.loads((out / PROGRESS).read_text())
     except (OSError, ValueError):
@@ -116,7 +111,7 @@ def _resume(out: Path, key: str) -> list[dict]:
     for path in out.iterdir():
         name = path.name
         stale_shard = SHARD_RE.match(name) and name not in keep
-        temp = name.startswith(".") and (name.endswith(TEMP_SUFFIX) or ".json.tmp-" in name)
+        temp = name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.startswith(".tmp-"))
         if stale_shard or temp or name == MANIFEST:
             path.unlink()
     _save_progress(out, key, kept)
@@ -184,6 +179,7 @@ def _write_split_shards(
 ) -> list[dict]:
     """Write the images of one split after those in `done`; returns the rejects of the tail
     that ended in no shard. Each completed shard is passed to `on_shard` with its coverage."""
+    from hvq_utils.data.records import ShardWriter, image_example
     start = done[-1]["end"] if done else 0
     size = config.image_size
     rejects: list[dict] = []
@@ -222,8 +218,7 @@ def prepare_images(
 
     src: a folder searched recursively (the Kaggle competition folder works as it is), or
         "sample" for `sample_count` crops of scikit-image's photographs (see sample.py).
-    config: image_size, resize, pad_color, min_image_side, val_fraction, shard_mb,
-        jpeg_quality and seed are used; the whole config is stored in the manifest.
+    config: its "data" group is used, recorded and compared (and its runtime recorded).
     workers: decoding processes; default all cores.
 
     The manifest holds counts {found, written, rejected, ignored}, rejected [{path, reason}],
@@ -235,7 +230,7 @@ def prepare_images(
         from hvq_utils.data.sample import make_sample_folder
 
         src = make_sample_folder(
-            out / SAMPLE_DIR, seed=config.seed, count=sample_count,
+            out / SAMPLE_DIR, seed=0, count=sample_count,
             max_side=2 * config.image_size, min_side=config.min_image_side,
         )
     src = Path(src)
@@ -244,16 +239,23 @@ def prepare_images(
             f"--src {src} is not a directory; give a folder of images (searched recursively) or 'sample'"
         )
     out.mkdir(parents=True, exist_ok=True)
-    _check_out(out)
     paths, ignored = find_images(src, skip=out)
     if not paths:
         raise ValueError(
             f"--src {src} holds no images ({' '.join(sorted(IMAGE_EXTENSIONS))}, any case); "
             "point it at the folder that contains them"
         )
-    by_split = {s: [p for p in paths if split_of(p, config.val_fraction) == s] for s in SPLITS}
+    listing = _listing_hash(src, paths)
+    source_input = {"stage": "source", "hash": listing, "_path": str(src)}
+    verdict = check_output(out, "prepare", config, {"source": source_input})
+    if verdict.state == "finished":
+        return verdict.manifest
+    # TensorFlow (for the shard writer) loads only now: a refusal above is one quick line.
+    from hvq_utils.data.records import SPLITS
+
     settings = ImageSettings.from_config(config)
-    key = _run_key(src, paths, settings, config)
+    by_split = {s: [p for p in paths if split_of(p, config.val_fraction) == s] for s in SPLITS}
+    key = _run_key(listing, config)
     journal = _resume(out, key)
     done = {s: [e for e in journal if e["split"] == s] for s in SPLITS}
     todo = {s: by_split[s][done[s][-1]["end"] if done[s] else 0 :] for s in SPLITS}
@@ -284,7 +286,7 @@ def prepare_images(
         "ignored": ignored,
     }
     manifest = write_manifest(
-        out, "prepare", config.to_dict(),
+        out, "prepare", config, {"source": source_input},
         source=source,
         image_size=config.image_size,
         counts=counts,
@@ -292,5 +294,5 @@ def prepare_images(
         shards=[{k: e[k] for k in ("file", "split", "count", "sha256")} for e in shards],
         splits=splits,
     )
-    print(_summary(out, counts, splits, shards, rejected, config.image_size))
+    log.info(_summary(out, counts, splits, shards, rejected, config.image_size))
     return manifest
