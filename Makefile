@@ -32,6 +32,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/vqvae.py --preset full --batch 2
 	$(BIN)/python bench/vqvae.py --preset full --batch 2 --set encoder=shared
 	for level in top middle bottom; do $(BIN)/python bench/prior.py --preset full --level $$level; done
+	$(BIN)/python bench/sampling.py --preset full --n 10 --backend tensorflow
+	$(BIN)/python bench/sampling.py --preset full --n 10 --backend jax
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,7 +5,8 @@
     prior.fit({"codes": bottom, "top": top, "middle": middle}, bottom, ...)
 
 model.py holds the network and its builder; layers.py its layers, each with its causal
-structure (masks, offsets, running means) explicit for the cached sampler.
+structure (masks, offsets, running means) explicit for the cached sampler
+(hvq_utils.sampling).
 """
 
 from hvq_utils.prior.layers import (

@@ -4,11 +4,13 @@ Raster order: position (i, j) of an (H, W) grid comes before (i', j') when i < i
 i == i' and j < j'. The logits at a position may depend on the codes strictly before it.
 
 Every spatial read of the network goes through one of two things, each of which says what
-it reads, so that a cached, position-by-position sampler can reuse these layers unchanged:
+it reads, so that a cached, position-by-position sampler (hvq_utils.sampling) can reuse
+these layers unchanged:
 
 - `MaskedConv2D`: output (i, j) reads input (i + dy, j + dx) for the offsets listed by
   `receptive_offsets()` (from its 0/1 `mask`, `anchor` and `dilation_rate`). The mask is a
   constant multiplied into the kernel in `call`; the stored kernel is never edited.
+  `call_on_taps` applies it to inputs already gathered at those offsets (one matmul).
 - `CausalAttention.running_mean`: the mean over raster positions up to and including the
   current one (a running sum divided by a count).
 
@@ -75,8 +77,8 @@ class MaskedConv2D(keras.layers.Layer):
     x: float (B, H, W, C_in) -> float (B, H, W, filters). With d = dilation_rate, output
     (i, j) = bias + sum over taps (r, c) with mask[r][c] == 1 of
         x[i + (r - anchor[0]) * d, j + (c - anchor[1]) * d] @ kernel[r, c],
-    reading zeros outside the grid. The same formula holds on any crop of the input that
-    contains all of a position's taps, so a sampler may call the layer on small windows.
+    reading zeros outside the grid. A sampler that keeps the inputs a position reads can
+    stack them in `receptive_offsets` order and apply `call_on_taps`: one matmul.
 
     The mask is a constant multiplied into the kernel on every call (`masked_kernel`):
     training leaves the masked taps of the stored kernel untouched (their gradient is
@@ -142,6 +144,34 @@ class MaskedConv2D(keras.layers.Layer):
         kernel = ops.convert_to_tensor(self.kernel)
         return kernel * ops.cast(self._mask[:, :, None, None], kernel.dtype)
 
+    def tap_kernel(self, dtype=None):
+        """The masked kernel's unmasked taps as one matrix: (T * C_in, filters).
+
+        Rows are tap-major in `receptive_offsets` order, so (..., T, C_in) inputs reshaped
+        to (..., T * C_in) multiply it. dtype: the result's (default: the kernel's).
+        """
+        rows, cols = np.nonzero(self._mask)
+        kernel = self.masked_kernel()
+        if dtype is not None:
+            kernel = ops.cast(kernel, dtype)
+        flat = ops.reshape(kernel, (-1, kernel.shape[2], self.filters))  # (kh * kw, C_in, F)
+        taps = ops.take(flat, rows * self._mask.shape[1] + cols, axis=0)  # (T, C_in, F)
+        return ops.reshape(taps, (-1, self.filters))
+
+    def call_on_taps(self, taps, kernel=None, bias=None):
+        """The convolution at positions whose inputs are already gathered: one matmul.
+
+        taps: float (..., T, C_in), taps[..., t, :] the input at `receptive_offsets()[t]`
+        from the output position -> float (..., filters), equal to `call` there. kernel
+        (T * C_in, filters) and bias (filters,) default to `tap_kernel()` and `self.bias`;
+        a sampler passes float32 copies of them.
+        """
+        kernel = self.tap_kernel() if kernel is None else kernel
+        bias = self.bias if bias is None else bias
+        t, c = taps.shape[-2:]
+        flat = ops.reshape(taps, (*taps.shape[:-2], t * c))  # (..., T * C_in)
+        return ops.matmul(flat, kernel) + bias
+
     def call(self, x):
         x = ops.pad(x, self._padding)  # (B, H + pad_h, W + pad_w, C_in)
         y = ops.conv(
@@ -177,10 +207,14 @@ class CausalAttention(keras.layers.Layer):
         self.channels = channels
         self.reduction = reduction
         self.spatial_kernel = spatial_kernel
-        self.squeeze = keras.layers.Dense(max(1, channels // reduction), activation="relu")
-        self.excite = keras.layers.Dense(channels)
+        self.squeeze = keras.layers.Dense(
+            max(1, channels // reduction), activation="relu", name="squeeze"
+        )
+        self.excite = keras.layers.Dense(channels, name="excite")
         centre = spatial_kernel // 2
-        self.spatial = MaskedConv2D(1, raster_mask(spatial_kernel), anchor=(centre, centre))
+        self.spatial = MaskedConv2D(
+            1, raster_mask(spatial_kernel), anchor=(centre, centre), name="spatial"
+        )
 
     def build(self, input_shape):
         self.squeeze.build(input_shape)
@@ -241,7 +275,9 @@ class GatedBlock(keras.layers.Layer):
         h_out = h + residual(g)      (type "B"; type "A" has no residual: h is the code itself)
         skip  = skip(g)
 
-    h_out is None when return_horizontal is False (the last block: nothing reads it).
+    When return_horizontal is False (the last block: nothing reads h_out) there is no
+    residual layer and h_out is h, unchanged (a tensor, so the block can be called on
+    `keras.Input`s).
 
     Causal structure: `vertical_conv` and `horizontal_conv` are `MaskedConv2D` (see
     `vertical_mask` and `horizontal_mask`); `attention` is a `CausalAttention` or None;
@@ -279,21 +315,27 @@ class GatedBlock(keras.layers.Layer):
         n = kernel_size // 2
         self.vertical_conv = MaskedConv2D(
             2 * channels, vertical_mask(kernel_size, mask_type), anchor=(n, n),
-            dilation_rate=dilation_rate,
+            dilation_rate=dilation_rate, name="vertical_conv",
         )
         self.horizontal_conv = MaskedConv2D(
             2 * channels, horizontal_mask(kernel_size, mask_type), anchor=(0, n),
-            dilation_rate=dilation_rate,
+            dilation_rate=dilation_rate, name="horizontal_conv",
         )
-        self.vertical_to_horizontal = keras.layers.Dense(2 * channels)
-        self.condition_vertical = keras.layers.Dense(2 * channels) if conditioned else None
-        self.condition_horizontal = keras.layers.Dense(2 * channels) if conditioned else None
+        self.vertical_to_horizontal = keras.layers.Dense(2 * channels, name="vertical_to_horizontal")
+        self.condition_vertical = (
+            keras.layers.Dense(2 * channels, name="condition_vertical") if conditioned else None
+        )
+        self.condition_horizontal = (
+            keras.layers.Dense(2 * channels, name="condition_horizontal") if conditioned else None
+        )
         self.attention = (
-            CausalAttention(channels, reduction=attention_reduction) if attention else None
+            CausalAttention(channels, reduction=attention_reduction, name="attention")
+            if attention
+            else None
         )
-        self.dropout = keras.layers.Dropout(dropout)
-        self.residual = keras.layers.Dense(channels) if return_horizontal else None
-        self.skip = keras.layers.Dense(channels)
+        self.dropout = keras.layers.Dropout(dropout, name="dropout")
+        self.residual = keras.layers.Dense(channels, name="residual") if return_horizontal else None
+        self.skip = keras.layers.Dense(channels, name="skip")
 
     @property
     def has_residual(self) -> bool:
@@ -335,10 +377,11 @@ class GatedBlock(keras.layers.Layer):
         return gated_activation(pre)
 
     def outputs(self, h, g, training=None):
-        """(h_out, skip), each (B, H, W, C) (h_out may be None), from attended g; pointwise."""
+        """(h_out, skip), each (B, H, W, C), from attended g; pointwise. h_out is h when
+        return_horizontal is False."""
         g = self.dropout(g, training=training)
         if not self.return_horizontal:
-            return None, self.skip(g)
+            return h, self.skip(g)
         update = self.residual(g)
         h_out = h + update if self.has_residual else update
         return h_out, self.skip(g)
@@ -388,12 +431,14 @@ class GatedBlock(keras.layers.Layer):
 
 @_register
 class CodeEmbedding(keras.layers.Layer):
-    """Codes to vectors: int32 (B, H, W) -> float (B, H, W, output_dim).
+    """Codes to vectors: int (B, H, W) -> float (B, H, W, output_dim).
 
-    codebook_dim None: a learned (num_codes, output_dim) table. Otherwise the VQ-VAE's
-    codebook, float32 (num_codes, codebook_dim), frozen, then a learned 1x1 projection to
-    output_dim. `codebook` gives the initial vectors; it is not part of the config, since
-    the vectors are saved and restored with the weights.
+    codebook_dim None: a learned (num_codes, output_dim) table (`keras.layers.Embedding`,
+    which casts its indices to int). Otherwise the VQ-VAE's codebook, float32 (num_codes,
+    codebook_dim), frozen, then a learned 1x1 projection to output_dim. `codebook` gives the
+    initial vectors; it is not part of the config, since the vectors are saved and restored
+    with the weights. Codes are cast to int32 first: Keras builds a model under
+    tf.distribute from float placeholders.
     """
 
     def __init__(
@@ -416,13 +461,13 @@ class CodeEmbedding(keras.layers.Layer):
                     f"({num_codes}, {codebook_dim}); pass the level's (codes, dim) codebook"
                 )
         self._initial_codebook = codebook
-        self.projection = keras.layers.Dense(output_dim) if codebook_dim is not None else None
+        learned = codebook_dim is None
+        self.table = keras.layers.Embedding(num_codes, output_dim, name="table") if learned else None
+        self.projection = None if learned else keras.layers.Dense(output_dim, name="projection")
 
     def build(self, codes_shape):
-        if self.codebook_dim is None:
-            self.embeddings = self.add_weight(
-                name="embeddings", shape=(self.num_codes, self.output_dim), initializer="uniform"
-            )
+        if self.table is not None:
+            self.table.build(codes_shape)
             return
         initial = self._initial_codebook
         self.codebook = self.add_weight(
@@ -433,9 +478,9 @@ class CodeEmbedding(keras.layers.Layer):
         self.projection.build((*codes_shape, self.codebook_dim))
 
     def call(self, codes):
-        if self.codebook_dim is None:
-            return ops.take(self.embeddings, codes, axis=0)  # (B, H, W, output_dim)
-        vectors = ops.take(self.codebook, codes, axis=0)  # (B, H, W, codebook_dim)
+        if self.table is not None:
+            return self.table(codes)  # (B, H, W, output_dim)
+        vectors = ops.take(self.codebook, ops.cast(codes, "int32"), axis=0)  # (B, H, W, codebook_dim)
         return self.projection(vectors)
 
     def get_config(self) -> dict:
@@ -452,8 +497,9 @@ class Conditioning(keras.layers.Layer):
     """Upper levels' codes to one feature map on this level's grid, seen at every position.
 
     inputs: {level: int32 (B, h, w)} for each source -> float (B, h * f, w * f, channels).
-    Per source: `CodeEmbedding`, nearest-neighbour upsampling by its integer `factor`,
-    then a (kernel_size x kernel_size, "same") convolution; the sources are summed.
+    Per source: `CodeEmbedding`, nearest-neighbour upsampling by its integer `factor`
+    (`UpSampling2D`), then a (kernel_size x kernel_size, "same") convolution; the sources
+    are summed. Sublayers are named after their source level, e.g. "top_conv".
     sources: [{"level": "top", "num_codes": 512, "factor": 2, "codebook_dim": None}, ...].
     """
 
@@ -475,34 +521,41 @@ class Conditioning(keras.layers.Layer):
         self.embeddings = [
             CodeEmbedding(
                 s["num_codes"], channels, codebook_dim=s["codebook_dim"],
-                codebook=codebooks.get(s["level"]),
+                codebook=codebooks.get(s["level"]), name=f"{s['level']}_embedding",
+            )
+            for s in self.sources
+        ]
+        self.upsamplings = [
+            keras.layers.UpSampling2D(
+                size=s["factor"], interpolation="nearest", name=f"{s['level']}_upsampling"
             )
             for s in self.sources
         ]
         self.convs = [
-            keras.layers.Conv2D(channels, kernel_size, padding="same") for _ in self.sources
+            keras.layers.Conv2D(channels, kernel_size, padding="same", name=f"{s['level']}_conv")
+            for s in self.sources
         ]
 
     def _parts(self):
-        return zip(self.sources, self.embeddings, self.convs, strict=True)
+        return zip(self.sources, self.embeddings, self.upsamplings, self.convs, strict=True)
 
     @property
     def levels(self) -> tuple[str, ...]:
         return tuple(s["level"] for s in self.sources)
 
     def build(self, input_shape):
-        for source, embedding, conv in self._parts():
-            shape = input_shape[source["level"]]
-            embedding.build(shape)
-            conv.build((*shape, self.channels))
+        for source, embedding, upsampling, conv in self._parts():
+            batch, h, w = input_shape[source["level"]]
+            f = source["factor"]
+            embedding.build((batch, h, w))
+            upsampling.build((batch, h, w, self.channels))
+            conv.build((batch, h * f, w * f, self.channels))
 
     def call(self, inputs):
         total = None
-        for source, embedding, conv in self._parts():
+        for source, embedding, upsampling, conv in self._parts():
             x = embedding(inputs[source["level"]])  # (B, h, w, channels)
-            f = source["factor"]
-            x = ops.repeat(ops.repeat(x, f, axis=1), f, axis=2)  # (B, h * f, w * f, channels)
-            x = conv(x)
+            x = conv(upsampling(x))  # (B, h * f, w * f, channels)
             total = x if total is None else total + x
         return total
 

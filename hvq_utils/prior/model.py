@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from hvq_utils.config import LEVELS, Config
+from hvq_utils.config import Config, upper_levels
 from hvq_utils.prior.layers import CodeEmbedding, Conditioning, GatedBlock
 
 _register = keras.saving.register_keras_serializable(package="hvq")
@@ -81,7 +81,8 @@ class PixelCNNPrior(keras.Model):
         dims = dict(self._codebook_dims or ())
         codebooks = codebooks or {}
         self.embedding = CodeEmbedding(
-            num_codes, channels, codebook_dim=dims.get(level), codebook=codebooks.get(level)
+            num_codes, channels, codebook_dim=dims.get(level), codebook=codebooks.get(level),
+            name="embedding",
         )
         self.conditioning = None
         if self._conditioning:
@@ -94,7 +95,9 @@ class PixelCNNPrior(keras.Model):
                 }
                 for name, spec in self._conditioning
             ]
-            self.conditioning = Conditioning(channels, kernel_size, sources, codebooks=codebooks)
+            self.conditioning = Conditioning(
+                channels, kernel_size, sources, codebooks=codebooks, name="conditioning"
+            )
         self.blocks = [
             GatedBlock(
                 channels, kernel_size=kernel_size, dilation_rate=d, mask_type="A" if b == 0 else "B",
@@ -104,9 +107,9 @@ class PixelCNNPrior(keras.Model):
             )
             for b, d in enumerate(self.dilations)
         ]
-        self.head_hidden = keras.layers.Dense(channels, activation="relu")
+        self.head_hidden = keras.layers.Dense(channels, activation="relu", name="head_hidden")
         # float32 logits under a mixed-precision policy: the softmax and the loss need them.
-        self.head_logits = keras.layers.Dense(num_codes, dtype="float32")
+        self.head_logits = keras.layers.Dense(num_codes, dtype="float32", name="head_logits")
         self.build()
 
     @property
@@ -114,20 +117,21 @@ class PixelCNNPrior(keras.Model):
         """Keys of the input dict: "codes", then the upper levels, top first."""
         return ("codes", *(name for name, _ in self._conditioning))
 
+    def symbolic_inputs(self) -> dict:
+        """{key: keras.Input int32 (None, side, side)} for each key of `required_inputs`."""
+        sides = {"codes": self.grid_size, **{k: v["grid_size"] for k, v in self._conditioning}}
+        return {
+            key: keras.Input((sides[key], sides[key]), dtype="int32", name=key)
+            for key in self.required_inputs
+        }
+
     def build(self, input_shape=None):
-        """Creates every weight. The sizes come from the constructor, so input_shape is unused."""
-        g, c = self.grid_size, self.channels
-        self.embedding.build((None, g, g))
-        cond_shape = None
-        if self.conditioning is not None:
-            self.conditioning.build(
-                {name: (None, spec["grid_size"], spec["grid_size"]) for name, spec in self._conditioning}
-            )
-            cond_shape = (None, g, g, c)
-        for block in self.blocks:
-            block.build((None, g, g, c), (None, g, g, c), cond_shape)
-        self.head_hidden.build((None, g, g, c))
-        self.head_logits.build((None, g, g, c))
+        """Creates every weight by one symbolic forward pass on `symbolic_inputs()`.
+
+        The sizes come from the constructor, so input_shape is unused. Each sublayer then
+        knows its output shape, which `summary()` shows.
+        """
+        self.call(self.symbolic_inputs())
 
     def _check_inputs(self, inputs) -> None:
         needed = ", ".join(self.required_inputs)
@@ -240,10 +244,10 @@ def build_prior(
         raise ValueError(
             f"prior_kernel={config.prior_kernel} lets the PixelCNN see no past codes; use 3 or more"
         )
-    upper = LEVELS[:i]
+    upper = upper_levels(level)
     codebook_dims = None
     if config.prior_embedding == "codebook":
-        codebooks = _checked_codebooks(config, LEVELS[: i + 1], codebooks)
+        codebooks = _checked_codebooks(config, (*upper, level), codebooks)
         codebook_dims = {name: config.latent_dim for name in codebooks}
     else:
         codebooks = None
