@@ -4,6 +4,9 @@
     python -m hvq_utils train-vqvae --data DIR --out DIR [--preset P] [--steps N]
     python -m hvq_utils encode --data DIR --vqvae DIR --out DIR
     python -m hvq_utils train-prior --level L --codes DIR --out DIR [--preset P] [--steps N]
+    python -m hvq_utils sample --vqvae DIR --top DIR --middle DIR --bottom DIR --out DIR [--n N]
+        [--temperature T] [--top-k K] [--top-p P] [--seed S] [--variations-of IMAGES_DIR]
+        [--keep top|top,middle] [--inpaint x0,y0,x1,y1|MASK_IMAGE]
     python -m hvq_utils demo --out DIR
 
 Each stage reads only its own group of settings from --preset and --set (`--help` lists
@@ -91,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="total training steps (setting: prior_steps)")
     p.add_argument("--resume-from", default=None, help="an earlier (read-only) output to continue from")
 
+    p = _stage_parser(sub, "sample", "07: sample new images and write their gallery", ("sample",))
+    p.add_argument("--vqvae", required=True, help="output directory of `train-vqvae`")
+    for level in LEVELS:
+        p.add_argument(f"--{level}", required=True, help=f"output directory of the {level} prior")
+    p.add_argument("--out", required=True, help="output directory (samples, gallery.zip, manifest.json)")
+    p.add_argument("--n", type=int, default=None, help="images to sample (setting: n)")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="softmax temperature (setting: temperature)"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="0: all codes (setting: top_k)")
+    p.add_argument("--top-p", type=float, default=None, help="1: all codes (setting: top_p)")
+    p.add_argument("--seed", type=int, default=None, help="(setting: sample_seed)")
+    p.add_argument("--batch-size", type=int, default=None, help="(setting: sample_batch_size)")
+    p.add_argument("--variations-of", default=None, help="a folder of images to make variations of")
+    p.add_argument("--keep", default="top", help="levels kept from each source image: top, or top,middle")
+    p.add_argument(
+        "--inpaint",
+        default=None,
+        help="x0,y0,x1,y1 in image pixels, or a mask image (white = resample); needs --variations-of",
+    )
+
     p = _stage_parser(
         sub,
         "demo",
@@ -124,6 +148,29 @@ def run(args: argparse.Namespace) -> object:
         from hvq_utils.train_prior import train_prior
 
         return train_prior(args.level, args.codes, args.out, config, resume_from=args.resume_from)
+    if args.stage == "sample":
+        config = _config(
+            args,
+            n=args.n,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            sample_seed=args.seed,
+            sample_batch_size=args.batch_size,
+        )
+        from hvq_utils.sample import sample_images
+
+        priors = {level: getattr(args, level) for level in LEVELS}
+        keep = tuple(k for k in args.keep.split(",") if k)
+        return sample_images(
+            args.vqvae,
+            priors,
+            args.out,
+            config,
+            variations_of=args.variations_of,
+            keep=keep,
+            inpaint=args.inpaint,
+        )
     if args.stage == "demo":
         config = _config(args)
         from hvq_utils.demo import run_demo

@@ -1,7 +1,7 @@
-"""`make demo`: every stage, in order, on the sample photographs that ship with scikit-image.
+"""`make demo`: all seven stages, in order, on the sample photographs that ship with scikit-image.
 
-Each stage writes its own directory under `out` (data/, vqvae/, codes/, prior-top/, ...),
-exactly as the notebooks and the CLI do, so a re-run resumes where it stopped.
+Each stage writes its own directory under `out` (data/, vqvae/, codes/, prior-top/, ...,
+samples/), exactly as the notebooks and the CLI do, so a re-run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def run_demo(out: str | Path, config: Config) -> dict:
-    """Run prepare -> train-vqvae -> encode -> the three priors; returns {stage: manifest}."""
+    """Run prepare -> train-vqvae -> encode -> the three priors -> sample; returns {stage: manifest}."""
     from hvq_utils.encode import encode_codes
     from hvq_utils.prepare import prepare_images
+    from hvq_utils.sample import sample_images
     from hvq_utils.train_prior import train_prior
     from hvq_utils.train_vqvae import train_vqvae
 
@@ -30,6 +31,8 @@ def run_demo(out: str | Path, config: Config) -> dict:
     done["encode"] = encode_codes(out / "data", out / "vqvae", out / "codes", config)
     for level in LEVELS:
         done[f"prior-{level}"] = train_prior(level, out / "codes", out / f"prior-{level}", config)
+    priors = {level: out / f"prior-{level}" for level in LEVELS}
+    done["sample"] = sample_images(out / "vqvae", priors, out / "samples", config)
     log.info("demo finished in %.0f s; every stage's output is under %s/", time.time() - t0, out)
-
+    log.info("gallery: %s", (out / "samples" / "gallery.zip").resolve())
     return done

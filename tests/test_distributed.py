@@ -129,7 +129,7 @@ MIRRORED_TRAIN_AND_RESUME = """
                     lambda: compile_prior(build_prior(config, "middle"), config), prior_batches)
         results[name] = {
             "vq": vq_state(vq), "vq_weights": weights(vq), "prior_weights": weights(prior),
-            "mirrored": [type(v.value).__name__ for v in (vq.trainable_variables[0], prior.trainable_variables[0])],
+            "mirrored": [type(m.trainable_variables[0].value).__name__ for m in (vq, prior)],
             "steps": [current_step(vq), current_step(prior)],
         }
     single, mirrored = results["single"], results["mirrored"]

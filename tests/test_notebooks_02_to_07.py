@@ -1,6 +1,7 @@
-"""Notebooks 02 to 06 run end to end at the smoke preset, each on the previous one's output."""
+"""Notebooks 02 to 07 run end to end at the smoke preset, each on the previous one's output."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def _manifest(path):
     return json.loads((path / "manifest.json").read_text())
 
 
-def test_notebooks_02_to_06_run_in_sequence(prepared, notebook_runner):
+def test_notebooks_02_to_07_run_in_sequence(prepared, notebook_runner):
     root = prepared
     smoke = {"PRESET": "smoke", "OVERRIDES": {}}
     nb = notebook_runner(
@@ -57,3 +58,23 @@ def test_notebooks_02_to_06_run_in_sequence(prepared, notebook_runner):
         assert prior["level"] == level and prior["steps"] == get_preset("smoke").prior_steps
         assert prior["inputs"]["codes"]["hash"] == codes["hash"]
         assert prior["metrics"]["bits_per_code"]["train"] > 0
+
+    out = root / "samples"
+    params = {
+        "VQVAE": str(root / "vqvae"),
+        **{
+            name: str(root / f"prior-{level}")
+            for name, level in (("TOP", "top"), ("MIDDLE", "middle"), ("BOTTOM", "bottom"))
+        },
+        "DATA": str(root / "data"),
+        "OUT": str(out),
+        "SOURCES": 2,
+        **smoke,
+    }
+    notebook_runner("07_sample.ipynb", params, root)
+    with zipfile.ZipFile(out / "new" / "gallery.zip") as z:
+        names = z.namelist()
+    assert "index.html" in names and sum(n.startswith("samples/") for n in names) == get_preset("smoke").n
+    assert _manifest(out / "variations")["mode"] == "variations"
+    assert _manifest(out / "inpainting")["mode"] == "inpaint"
+    assert _manifest(out / "new")["inputs"]["vqvae"]["hash"] == vq["hash"]

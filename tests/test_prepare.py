@@ -14,7 +14,7 @@ from hvq_utils import get_preset
 from hvq_utils import prepare as prepare_mod
 from hvq_utils.data import decode as images_mod
 from hvq_utils.data.decode import ImageSettings, find_images, resize_square, to_rgb
-from hvq_utils.data.records import SHARD_RE, image_dataset
+from hvq_utils.data.records import SHARD_RE, ShardWriter, image_dataset
 from hvq_utils.prepare import PROGRESS, prepare_images, split_of
 
 PAD = (200, 100, 50)  # an unusual background, so padding and alpha compositing are visible
@@ -215,7 +215,7 @@ def test_a_killed_run_leaves_no_finished_looking_file_and_a_rerun_completes(awkw
     root, _, reference = awkward
     out = tmp_path / "out"
     config = smoke(shard_mb=0.004)
-    real_write, calls = prepare_mod.ShardWriter.write, []
+    real_write, calls = ShardWriter.write, []
 
     def dying_write(self, record):
         calls.append(1)
@@ -223,10 +223,10 @@ def test_a_killed_run_leaves_no_finished_looking_file_and_a_rerun_completes(awkw
             raise KeyboardInterrupt  # a kill in the middle of a shard
         real_write(self, record)
 
-    monkeypatch.setattr(prepare_mod.ShardWriter, "write", dying_write)
+    monkeypatch.setattr(ShardWriter, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         prepare_images(root, out, config, workers=1)
-    monkeypatch.setattr(prepare_mod.ShardWriter, "write", real_write)
+    monkeypatch.setattr(ShardWriter, "write", real_write)
     assert not (out / "manifest.json").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     finished = [p.name for p in out.glob("*.tfrecord")]
