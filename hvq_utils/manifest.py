@@ -195,6 +195,7 @@ def check_output(
     config: Config,
     inputs: dict[str, dict],
     identity: dict | None = None,
+    record: bool = True,
 ) -> Verdict:
     """The one rule, for every stage: may `stage` write into `out_dir` with `config` (its own
     group is compared) and `inputs` ({role: manifest}, compared by hash)? identity: values
@@ -208,11 +209,12 @@ def check_output(
     - nothing is there: "new";
     - anything else (another stage's output, other settings of this stage's group, other
       inputs) raises ManifestError naming the key or input, before any work.
-    For "new" and "resume", `run.json` records the settings and inputs first.
+    For "new" and "resume", `run.json` records the settings and inputs first (unless
+    record=False: checking an earlier, read-only output a run resumes from).
     """
     out = Path(out_dir)
     identity = identity or {}
-    record = {
+    wanted = {
         "stage": stage,
         "settings": {**config.section(STAGE_GROUPS[stage]), **identity},
         "inputs": {role: m.get("hash") for role, m in inputs.items()},
@@ -232,7 +234,7 @@ def check_output(
                 "settings": {**own_settings(done), **{k: done.get(k) for k in identity}},
                 "inputs": {r: m.get("hash") for r, m in done.get("inputs", {}).items()},
             }
-            refusal, more = _differences(out, stage, old, record)
+            refusal, more = _differences(out, stage, old, wanted)
             if refusal:
                 raise ManifestError(refusal)
             if not more:
@@ -245,10 +247,11 @@ def check_output(
         except (OSError, ValueError):
             old = None
         if old is not None and old.get("stage") == stage:
-            refusal, _ = _differences(out, stage, old, record)
+            refusal, _ = _differences(out, stage, old, wanted)
             if refusal:
                 raise ManifestError(refusal)
             state = "resume"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / RUN_FILE, json.dumps(record, indent=2).encode())
+    if record:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / RUN_FILE, json.dumps(wanted, indent=2).encode())
     return Verdict(state)

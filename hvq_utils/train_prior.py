@@ -41,8 +41,11 @@ def train_prior(
             f"{codes_dir} has {codes['splits'].get('train', 0)} training code grids, fewer than "
             f"prior_batch_size={config.prior_batch_size}; lower --set prior_batch_size"
         )
+    identity = {"level": level}
+    if resume_from is not None:  # the same rule, for the run it continues; nothing written there
+        check_output(resume_from, "train-prior", config, {"codes": codes}, identity, record=False)
     out = Path(out_dir)
-    verdict = check_output(out, "train-prior", config, {"codes": codes}, identity={"level": level})
+    verdict = check_output(out, "train-prior", config, {"codes": codes}, identity)
     if verdict.state == "finished":
         return verdict.manifest
 

@@ -41,6 +41,8 @@ def train_vqvae(
             f"{data_dir} has {data['splits'].get('train', 0)} training images, fewer than "
             f"batch_size={config.batch_size}; add images or lower --set batch_size"
         )
+    if resume_from is not None:  # the same rule, for the run it continues; nothing written there
+        check_output(resume_from, "train-vqvae", config, {"data": data}, record=False)
     out = Path(out_dir)
     verdict = check_output(out, "train-vqvae", config, {"data": data})
     if verdict.state == "finished":

@@ -93,3 +93,15 @@ def test_other_inputs_or_level_or_stage_are_refused(tmp_path):
         check_output(tmp_path, "train-prior", SMOKE, {"codes": DATA}, {"level": "middle"})
     with pytest.raises(ManifestError, match="holds a 'train-prior' artifact; give encode a directory"):
         check_output(tmp_path, "encode", SMOKE, {"codes": DATA})
+
+
+def test_an_earlier_read_only_output_is_checked_without_writing_to_it(tmp_path):
+    write_manifest(tmp_path, "train-vqvae", SMOKE, {"data": DATA})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert (
+        check_output(tmp_path, "train-vqvae", SMOKE.replace(steps=99), {"data": DATA}, record=False).state
+        == "resume"
+    )
+    with pytest.raises(ManifestError, match="learning_rate"):
+        check_output(tmp_path, "train-vqvae", SMOKE.replace(learning_rate=0.5), {"data": DATA}, record=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run.json written there

@@ -148,3 +148,26 @@ def test_a_prior_setting_leaves_the_vqvae_and_the_codes_alone(pipeline, tmp_path
     )
     _cli(*args, "--out", str(tmp_path / "prior"), "--set", setting)
     assert json.loads(_manifest_bytes(tmp_path / "prior"))["settings"]["prior"]["prior_dropout"] == 0.3
+
+
+def test_resume_from_an_earlier_output_continues_it_in_a_new_one(pipeline, tmp_path):
+    """A new session: the earlier output is attached (read-only), training goes on from its
+    last checkpoint into a new directory; an earlier run of other settings is refused."""
+    root = pipeline
+    args = (
+        "train-vqvae",
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(tmp_path / "vq"),
+        "--resume-from",
+        str(root / "vqvae"),
+    )
+    before = _manifest_bytes(root / "vqvae")
+    r = _cli(*args, "--steps", "8")
+    assert "resuming from" in r.stdout and str(root / "vqvae") in r.stdout
+    assert json.loads(_manifest_bytes(tmp_path / "vq"))["steps"] == 8
+    assert _manifest_bytes(root / "vqvae") == before
+    other = ("train-vqvae", "--data", str(root / "data"), "--out", str(tmp_path / "other"))
+    r = _cli(*other, "--resume-from", str(root / "vqvae"), "--set", "learning_rate=0.002", ok=False)
+    _refused(r, "made with learning_rate=0.001, not 0.002")
