@@ -26,16 +26,9 @@ ENCODER_KINDS = ("separate", "shared")
 PRIOR_EMBEDDINGS = ("learned", "codebook")
 MIXED_PRECISION = ("auto", "off", "bfloat16", "float16")
 
-# The stages, in pipeline order, and the group of settings each owns.
-STAGE_GROUPS = {
-    "prepare": "data",
-    "train-vqvae": "vqvae",
-    "encode": "encode",
-    "train-prior": "prior",
-    "sample": "sample",
-}
 GROUP_ORDER = ("data", "vqvae", "encode", "prior", "sample", "runtime")
-# The groups a stage's output is made with: its own and those its inputs fixed.
+# The stages, in pipeline order, and the groups their outputs are made with: those their
+# inputs fixed, then the stage's own group, last.
 STAGE_RECORDS = {
     "prepare": ("data",),
     "train-vqvae": ("data", "vqvae"),
@@ -43,6 +36,7 @@ STAGE_RECORDS = {
     "train-prior": ("data", "vqvae", "encode", "prior"),
     "sample": ("data", "vqvae", "sample"),
 }
+STAGE_GROUPS = {stage: groups[-1] for stage, groups in STAGE_RECORDS.items()}  # the group each owns
 
 
 def upper_levels(level: str) -> tuple[str, ...]:

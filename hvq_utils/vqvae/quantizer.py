@@ -42,30 +42,33 @@ from keras import ops
 UPDATES = ("ema", "grad")
 
 
-def replica_sum(x):
-    """`x` summed over the replicas of a TensorFlow `tf.distribute` strategy; else `x` itself.
-
-    Only the TensorFlow backend inside a replica context with more than one replica reduces;
-    TensorFlow is imported here, lazily, so JAX-only machines never import it.
-    """
+def _replica_context():
+    """The TensorFlow `tf.distribute` replica context when a batch is split over several
+    replicas; else None. TensorFlow is imported lazily, so JAX-only machines never import it."""
     if keras.backend.backend() != "tensorflow":
-        return x
+        return None
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def replica_sum(x):
+    """`x` summed over the replicas of a TensorFlow `tf.distribute` strategy; else `x` itself."""
+    context = _replica_context()
+    if context is None:
         return x
+    import tensorflow as tf
+
     return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
 
 
 def _replica():
-    """(replica index, replicas) of the TensorFlow `tf.distribute` replica context; else (0, 1)."""
-    if keras.backend.backend() != "tensorflow":
-        return 0, 1
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
+    """(replica index, replicas) of the `tf.distribute` replica context; else (0, 1)."""
+    context = _replica_context()
+    if context is None:
         return 0, 1
     return context.replica_id_in_sync_group, context.num_replicas_in_sync
 
