@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="output directory of `prepare`")
     p.add_argument("--vqvae", required=True, help="output directory of `train-vqvae`")
     p.add_argument("--out", required=True, help="output directory for code shards")
-    p.add_argument("--batch-size", type=int, default=None, help="images per encoder call (encode_batch_size)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per device per encoder call (encode_batch_size)"
+    )
 
     p = _stage_parser(sub, "train-prior", "04-06: train one level's PixelCNN prior", ("prior",))
     p.add_argument("--level", required=True, choices=LEVELS)

@@ -84,14 +84,14 @@ class Config:
     ema_decay: float = _key(0.99, "vqvae", "decay of the EMA codebook statistics")
     commitment: float = _key(0.25, "vqvae", "weight of the commitment loss")
     restart_after: int = _key(100, "vqvae", "steps a code may stay unused before it is restarted; 0: never")
-    batch_size: int = _key(16, "vqvae", "global training batch (all devices together)")
+    batch_size: int = _key(16, "vqvae", "training images per device; the global batch is this x devices")
     learning_rate: float = _key(3e-4, "vqvae", "Adam learning rate")
     steps: int = _key(20000, "vqvae", "total training steps", resumable=True)
     flip: bool = _key(True, "vqvae", "random horizontal flips while training")
     seed: int = _key(0, "vqvae", "seed of the VQ-VAE's initialisation, codebook picks and data order")
 
     # --- encode: stage 03 ---
-    encode_batch_size: int = _key(16, "encode", "images per encoder call")
+    encode_batch_size: int = _key(16, "encode", "images per device per encoder call")
 
     # --- prior: stages 04-06 (train-prior) ---
     prior_blocks: tuple[int, int, int] = _key((20, 20, 15), "prior", "gated blocks per level (top first)")
@@ -101,7 +101,7 @@ class Config:
     prior_dropout: float = _key(0.1, "prior", "dropout in every gated block")
     prior_attention: bool = _key(True, "prior", "causal CBAM in every gated block")
     prior_embedding: str = _key("learned", "prior", "learned, or codebook (the VQ-VAE's vectors, frozen)")
-    prior_batch_size: int = _key(32, "prior", "global training batch")
+    prior_batch_size: int = _key(32, "prior", "training grids per device; the global batch is this x devices")
     prior_learning_rate: float = _key(3e-4, "prior", "Adam learning rate")
     prior_steps: int = _key(20000, "prior", "total training steps", resumable=True)
     prior_seed: int = _key(0, "prior", "seed of the prior's initialisation and data order")

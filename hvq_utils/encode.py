@@ -65,12 +65,10 @@ def encode_codes(
     verdict = check_output(out, "encode", config, {"vqvae": vqm, "data": data})
     if verdict.state == "finished":
         return verdict.manifest
-    batch_size = config.encode_batch_size
-
     from hvq_utils.runtime import setup_runtime
 
-    rt = setup_runtime(config)
-    rt.check_batch("encode_batch_size", batch_size)
+    rt = setup_runtime(config, "encode_batch_size")
+    batch_size = rt.global_batch(config.encode_batch_size)
 
     from hvq_utils.data import CodeShardWriter, image_dataset
     from hvq_utils.loading import load_model

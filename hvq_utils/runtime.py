@@ -1,15 +1,21 @@
 """Platform and accelerator set-up, in one place: call `setup_runtime()` before Keras is imported.
 
     from hvq_utils.runtime import setup_runtime
-    rt = setup_runtime(config)        # prints e.g. "hvq runtime: kaggle, tpu x8 via jax, mixed_bfloat16"
+    rt = setup_runtime(config, "batch_size")
+    # prints e.g. "hvq runtime: kaggle, tpu x8 via jax, mixed_bfloat16, global batch 128 (16 per device)"
     with rt.scope():
         model = build_vqvae(config)
 
-- TPU: the JAX backend, data-parallel over all cores (Kaggle's TPU image ships JAX with libtpu
-  and only tensorflow-cpu; Colab's TPU runtime has no TensorFlow at all).
+- TPU: the JAX backend, data-parallel over all cores. No platform ships tensorflow-tpu: Kaggle's
+  TPU image has JAX with libtpu and only tensorflow-cpu, Colab's TPU runtime has no TensorFlow
+  (the install cell adds tensorflow-cpu there, for the tf.data readers only).
 - GPU: the TensorFlow backend (MirroredStrategy over several GPUs), or JAX where TensorFlow
   is missing.
 - CPU: KERAS_BACKEND if set, else TensorFlow if installed, else JAX.
+
+Training batch settings (`batch_size`, `prior_batch_size`, `encode_batch_size`) count images
+per device: the global batch is the setting times the devices, so a TPU v5e-8 trains on 8x the
+batch of one GPU instead of splitting one GPU's batch into slivers.
 """
 
 from __future__ import annotations
@@ -42,18 +48,21 @@ class Runtime:
         """Context in which to build models (the strategy's scope on several GPUs)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def check_batch(self, key: str, value: int) -> None:
-        """Refuse a global batch that does not split evenly over the devices."""
-        if value % self.devices:
-            raise ValueError(
-                f"{key}={value} does not split over {self.devices} devices; use a multiple of {self.devices}"
-            )
+    def global_batch(self, per_device: int) -> int:
+        """The batch of one step over all devices, for a per-device batch setting."""
+        return per_device * self.devices
 
-    def describe(self) -> str:
-        return (
+    def describe(self, config=None, batch_key: str | None = None) -> str:
+        """The one summary line: platform, accelerator and devices, backend, precision and, for a
+        batch setting of `config`, the global batch."""
+        line = (
             f"hvq runtime: {self.platform}, {self.accelerator} x{self.devices} via {self.backend}, "
             f"{self.policy}"
         )
+        if batch_key is not None and config is not None:
+            per_device = getattr(config, batch_key)
+            line += f", global batch {self.global_batch(per_device)} ({per_device} per device)"
+        return line
 
 
 _CURRENT: Runtime | None = None
@@ -93,21 +102,39 @@ def tf_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def detect_platform() -> str:
-    """'kaggle', 'colab' or 'local', from the environment the notebook services set."""
-    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or os.path.isdir("/kaggle/input"):
+# Signals each notebook service sets. Kaggle sets KAGGLE_KERNEL_RUN_TYPE ("Interactive" in the
+# editor, "Batch" for a saved version); Colab sets COLAB_RELEASE_TAG. /kaggle/input is not one:
+# kagglehub creates it on Colab too, and a local copy of Kaggle's image has it.
+_COLAB_ENV = ("COLAB_RELEASE_TAG", "COLAB_JUPYTER_IP", "COLAB_BACKEND_VERSION")
+_TPU_ENV = ("TPU_ACCELERATOR_TYPE", "TPU_NAME", "TPU_WORKER_ID", "COLAB_TPU_ADDR")
+
+
+def detect_platform(environ=None, modules=None) -> str:
+    """'kaggle', 'colab' or 'local', from the variables the notebook services set (defaults: this
+    process's environment and imported modules)."""
+    env = os.environ if environ is None else environ
+    if env.get("KAGGLE_KERNEL_RUN_TYPE"):
         return "kaggle"
-    if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
+    if "google.colab" in (sys.modules if modules is None else modules) or any(map(env.get, _COLAB_ENV)):
         return "colab"
     return "local"
 
 
-def detect_accelerator() -> str:
-    """'tpu', 'gpu' or 'cpu', without importing a framework (so the backend is still free)."""
-    tpu_env = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID")
-    if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or any(map(os.environ.get, tpu_env)):
+def kaggle_batch_run(environ=None) -> bool:
+    """True in a Kaggle "Save Version" run, where nobody can use a widget."""
+    return (os.environ if environ is None else environ).get("KAGGLE_KERNEL_RUN_TYPE") == "Batch"
+
+
+def detect_accelerator(environ=None, glob_fn=glob.glob, exists=os.path.exists, which=shutil.which) -> str:
+    """'tpu', 'gpu' or 'cpu', without importing a framework (so the backend is still free).
+
+    TPU VMs (Kaggle's v5e-8, Colab's v5e-1) expose /dev/accel* or /dev/vfio/<n> and set
+    TPU_ACCELERATOR_TYPE; NVIDIA GPUs expose /dev/nvidia0 and nvidia-smi.
+    """
+    env = os.environ if environ is None else environ
+    if glob_fn("/dev/accel*") or glob_fn("/dev/vfio/[0-9]*") or any(map(env.get, _TPU_ENV)):
         return "tpu"
-    if os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi"):
+    if exists("/dev/nvidia0") or which("nvidia-smi"):
         return "gpu"
     return "cpu"
 
@@ -116,28 +143,37 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def choose_backend(accelerator: str) -> str:
+def choose_backend(accelerator: str, environ=None, installed=_installed) -> str:
     """The Keras backend for an accelerator (see the module docstring)."""
     if accelerator == "tpu":
         return "jax"
     if accelerator == "gpu":
-        return "tensorflow" if _installed("tensorflow") else "jax"
-    wanted = os.environ.get("KERAS_BACKEND")
+        return "tensorflow" if installed("tensorflow") else "jax"
+    wanted = (os.environ if environ is None else environ).get("KERAS_BACKEND")
     if wanted in ("jax", "tensorflow"):
         return wanted
-    return "tensorflow" if _installed("tensorflow") else "jax"
+    return "tensorflow" if installed("tensorflow") else "jax"
 
 
-def setup_runtime(config=None, accelerator: str = "auto", verbose: bool = True) -> Runtime:
-    """Pick the backend, devices and dtype policy; set them in Keras; print one line.
+_SAID: set = set()  # the batch settings whose summary line this process has printed
 
-    config: a Config (its `mixed_precision` is used) or None for "auto". accelerator: "auto",
-    "tpu", "gpu" or "cpu". Calling it again returns the first choice. Raises RuntimeError if
-    Keras was already imported with another backend (restart the kernel and call this first).
+
+def setup_runtime(
+    config=None, batch_key: str | None = None, accelerator: str = "auto", verbose: bool = True
+) -> Runtime:
+    """Pick the backend, devices and dtype policy; set them in Keras; print one summary line.
+
+    config: a Config (its `mixed_precision` is used) or None for "auto". batch_key: the batch
+    setting of the stage about to run ("batch_size", "prior_batch_size", "encode_batch_size"),
+    whose global batch the line shows. accelerator: "auto", "tpu", "gpu" or "cpu". Calling it
+    again returns the first choice (printing the line again only for a batch not yet shown).
+    Raises RuntimeError if Keras was already imported with another backend (restart the kernel
+    and call this first).
     """
     global _CURRENT
     configure_logging()
     if _CURRENT is not None:
+        _say(_CURRENT, config, batch_key, verbose)
         return _CURRENT
     if accelerator not in ("auto", "tpu", "gpu", "cpu"):
         raise ValueError(f"accelerator={accelerator!r} is unknown; use auto, tpu, gpu or cpu")
@@ -178,6 +214,12 @@ def setup_runtime(config=None, accelerator: str = "auto", verbose: bool = True) 
     policy = _AUTO_POLICY[acc] if mode == "auto" else _POLICIES[mode]
     keras.mixed_precision.set_global_policy(policy)
     _CURRENT = Runtime(detect_platform(), acc, backend, devices, policy, strategy)
-    if verbose:
-        log.info(_CURRENT.describe())
+    _say(_CURRENT, config, batch_key, verbose)
     return _CURRENT
+
+
+def _say(rt: Runtime, config, batch_key: str | None, verbose: bool) -> None:
+    key = batch_key if config is not None else None
+    if verbose and key not in _SAID and not (key is None and _SAID):
+        _SAID.add(key)
+        log.info(rt.describe(config, key))

@@ -51,8 +51,14 @@ def train_prior(
 
     from hvq_utils.runtime import setup_runtime
 
-    rt = setup_runtime(config)
-    rt.check_batch("prior_batch_size", config.prior_batch_size)
+    rt = setup_runtime(config, "prior_batch_size")
+    bs = rt.global_batch(config.prior_batch_size)
+    if codes["splits"].get("train", 0) < bs:
+        raise ValueError(
+            f"{codes_dir} has {codes['splits'].get('train', 0)} training code grids, fewer than the "
+            f"global batch {bs} (prior_batch_size={config.prior_batch_size} x {rt.devices} devices); "
+            "lower --set prior_batch_size"
+        )
     import tensorflow as tf  # the code reader is tf.data
 
     from hvq_utils.data import code_dataset
@@ -64,8 +70,6 @@ def train_prior(
     def to_xy(d):
         x = {"codes": d[level], **{lv: d[lv] for lv in upper_levels(level)}}
         return x, d[level]
-
-    bs = config.prior_batch_size
 
     def train_ds(step: int):
         seed = config.prior_seed + step
@@ -80,7 +84,8 @@ def train_prior(
         return compile_prior(build_prior(config, level, codebooks=codebooks), config)
 
     model, logs = fit_resumable(
-        build, train_ds, val_ds, out, config.prior_steps, config.checkpoint_every, rt.scope, resume_from
+        build, train_ds, val_ds, out, config.prior_steps, config.checkpoint_every, rt.scope, resume_from,
+        final="prior.keras",
     )
     val_scores = model.evaluate(val_ds, verbose=0, return_dict=True) if val_ds is not None else {}
     save_model(model, out / "prior.keras")
@@ -100,6 +105,7 @@ def train_prior(
         vqvae=codes["inputs"].get("vqvae"),
         grid_size=config.grid_sizes[config.level(level)],
         codebook_size=config.codebook_sizes[config.level(level)],
+        global_batch=bs,
     )
     shown = ", ".join(f"{k} {v:.3f}" for k, v in bits.items() if v is not None)
     log.info("%s prior: %d steps; bits per code: %s", level, manifest["steps"], shown)

@@ -50,26 +50,32 @@ def train_vqvae(
 
     from hvq_utils.runtime import setup_runtime
 
-    rt = setup_runtime(config)
-    rt.check_batch("batch_size", config.batch_size)
+    rt = setup_runtime(config, "batch_size")
+    batch = rt.global_batch(config.batch_size)
+    if data["splits"].get("train", 0) < batch:
+        raise ValueError(
+            f"{data_dir} has {data['splits'].get('train', 0)} training images, fewer than the global "
+            f"batch {batch} (batch_size={config.batch_size} x {rt.devices} devices); lower --set batch_size"
+        )
     from hvq_utils.data import image_dataset
     from hvq_utils.vqvae import build_vqvae, compile_vqvae
 
     def train_ds(step: int):
         return image_dataset(
-            data_dir, "train", config.batch_size, training=True, flip=config.flip, seed=config.seed + step
+            data_dir, "train", batch, training=True, flip=config.flip, seed=config.seed + step
         )
 
     val_ds = None
     if data["splits"].get("validation", 0):
-        val_ds = image_dataset(data_dir, "validation", config.batch_size)
+        val_ds = image_dataset(data_dir, "validation", batch)
 
     def build():
         return compile_vqvae(build_vqvae(config), config)
 
     start = time.time()
     model, _ = fit_resumable(
-        build, train_ds, val_ds, out, config.steps, config.checkpoint_every, rt.scope, resume_from
+        build, train_ds, val_ds, out, config.steps, config.checkpoint_every, rt.scope, resume_from,
+        final="vqvae.keras",
     )
     scored = val_ds if val_ds is not None else train_ds(0).take(4)
     scores = model.evaluate(scored, verbose=0, return_dict=True)
@@ -93,6 +99,7 @@ def train_vqvae(
         grid_sizes=dict(zip(LEVELS, config.grid_sizes, strict=True)),
         codebook_sizes=dict(zip(LEVELS, config.codebook_sizes, strict=True)),
         seconds_this_session=round(time.time() - start, 1),
+        global_batch=batch,
     )
     log.info(
         "vqvae: %d steps; %s mse %.5f, psnr %.2f dB; usage %s",
