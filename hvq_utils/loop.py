@@ -11,6 +11,7 @@ read-only earlier output (`resume_from`), and ends at exactly `steps`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -116,11 +117,21 @@ def _callbacks(out_dir: Path, total: int, every: int, state: dict) -> list:
     return callbacks
 
 
-def _latest(out_dir: Path, resume_from: str | os.PathLike | None) -> tuple[int, Path] | None:
-    """The newest checkpoint in out_dir, else in resume_from (an earlier, maybe read-only output)."""
+def _latest(
+    out_dir: Path, resume_from: str | os.PathLike | None, final: str | None = None
+) -> tuple[int, Path] | None:
+    """The newest checkpoint in out_dir, else in resume_from (an earlier, maybe read-only output),
+    else resume_from's finished model `final` (a published dataset holds no checkpoints, but the
+    final model keeps its optimizer state), at the step its manifest records."""
     for where in (out_dir, resume_from):
         if where is not None and (found := checkpoints(where)):
             return found[-1]
+    if resume_from is not None and final is not None and (Path(resume_from) / final).is_file():
+        try:
+            step = int(json.loads((Path(resume_from) / "manifest.json").read_text())["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return step, Path(resume_from) / final
     return None
 
 
@@ -134,6 +145,7 @@ def fit_resumable(
     scope: Callable[[], object],
     resume_from: str | os.PathLike | None = None,
     verbose: int | None = None,
+    final: str | None = None,
 ):
     """Train `build()` (a compiled Keras model) to exactly `steps`, resuming if checkpoints exist.
 
@@ -141,14 +153,15 @@ def fit_resumable(
     should fold the step in, so a resumed run does not replay the first batches); val_ds: a
     finite dataset or None, evaluated at every checkpoint; scope: the distribution strategy's
     scope (`Runtime.scope`), in which the model is built or loaded. Returns (model, logs of
-    the last checkpoint). Raises NonFiniteLossError if the loss stops being finite; the last
-    good checkpoint stays.
+    the last checkpoint). final: the file name of the finished model, from which a
+    `resume_from` without checkpoints resumes. Raises NonFiniteLossError if the loss stops
+    being finite; the last good checkpoint stays.
     """
     from hvq_utils.loading import load_model
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    latest = _latest(out_dir, resume_from)
+    latest = _latest(out_dir, resume_from, final)
     with scope():
         if latest is not None:
             done, path = latest

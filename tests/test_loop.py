@@ -84,6 +84,20 @@ def test_resumes_from_a_read_only_earlier_output_into_a_new_one(tmp_path):
     shutil.rmtree(earlier)
 
 
+def test_resumes_from_a_published_output_that_holds_only_the_final_model(tmp_path):
+    # artifacts.publish leaves checkpoints/ out; the final model keeps the optimizer state.
+    earlier, new = tmp_path / "earlier", tmp_path / "new"
+    model, _ = _fit(earlier, 3)
+    model.save(earlier / "final.keras")
+    (earlier / "manifest.json").write_text('{"steps": 3}')
+    shutil.rmtree(earlier / "checkpoints")
+    seen: list = []
+    resumed, _ = _fit(new, 5, data=_data(seen=seen), resume_from=earlier, final="final.keras")
+    assert int(resumed.optimizer.iterations) == 5
+    assert seen == [3]  # went on from step 3, not from scratch
+    assert [s for s, _ in checkpoints(new)] == [5]
+
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"at step 3; .*checkpoint at step 2 is kept.*learning"):
         _fit(tmp_path, 6, data=_data(bad_after=2))
