@@ -18,10 +18,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# Colab ships ipywidgets 7.7.1: the widget's tests also run against it, kept apart from the venv.
+$(VENV)/ipywidgets7/ipywidgets: | $(BIN)/python
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/ipywidgets7 ipywidgets==7.7.1 ipython_genutils==0.2.0
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check hvq_utils tests bench
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed $(VENV)/ipywidgets7/ipywidgets lint
 	$(BIN)/python -m pytest -q
 
 demo: $(VENV)/.installed

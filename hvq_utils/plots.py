@@ -1,6 +1,7 @@
 """The notebooks' pictures: training curves, reconstructions, code maps, level ablations,
 code histograms, and an interactive reconstruction widget. Each returns its matplotlib figure
-(or widget) so a notebook shows it and a test can inspect it.
+(or widget) so a notebook shows it and a test can inspect it. The widget, drawn without
+matplotlib, lives in hvq_utils/widget.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hvq_utils.config import LEVELS
+from hvq_utils.widget import reconstruction_widget  # noqa: F401  (notebooks call plots.reconstruction_widget)
 
 
 def read_log(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -112,43 +114,6 @@ def code_histograms(histograms: dict[str, list[int]]):
         ax.set_xlabel("code (by frequency)")
     fig.tight_layout()
     return fig
-
-
-def reconstruction_widget(vq, images: np.ndarray):
-    """Pick an image and the levels to decode from; see the original beside the result.
-
-    images: float32 (N, S, S, 3) in [0, 1]. Returns an ipywidgets box to display.
-    """
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
-    from hvq_utils.vqvae import psnr_db
-
-    index = widgets.IntSlider(0, 0, len(images) - 1, description="image")
-    boxes = {lv: widgets.Checkbox(True, description=lv) for lv in LEVELS}
-    out = widgets.Output()
-
-    def redraw(_=None) -> None:
-        levels = tuple(lv for lv in LEVELS if boxes[lv].value)
-        image = images[index.value : index.value + 1]
-        recon = np.asarray(vq.reconstruct(image, levels=levels))[0] if levels else np.zeros_like(image[0])
-        mse = float(np.mean((recon - image[0]) ** 2))
-        with out:
-            out.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
-            axes[0].imshow(image[0])
-            axes[0].set_title("original")
-            axes[1].imshow(np.clip(recon, 0, 1))
-            psnr = float(psnr_db(np.array([mse], "float32"))[0])
-            axes[1].set_title(f"from {'+'.join(levels) or 'nothing'}: PSNR {psnr:.1f} dB")
-            for ax in axes:
-                ax.axis("off")
-            plt.show()
-
-    for w in (index, *boxes.values()):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([index, *boxes.values()]), out])
 
 
 def preview_batch(data_dir: str | os.PathLike, n: int = 8) -> np.ndarray:
