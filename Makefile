@@ -7,7 +7,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_CPU_ALLOCATOR_USE_BFC ?= true
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test lint bench clean
+# The Kaggle user that owns the published kernels and the wheel dataset: make kaggle-push KAGGLE_USER=you
+KAGGLE_USER ?= hvq-project
+KAGGLE_PUSH_FLAGS ?=# e.g. --run 01, --public
+
+.PHONY: demo test lint bench clean notebooks kaggle-push
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +42,14 @@ bench: $(VENV)/.installed
 	for level in top middle bottom; do $(BIN)/python bench/prior.py --preset full --level $$level; done
 	$(BIN)/python bench/sampling.py --preset full --n 10 --backend tensorflow
 	$(BIN)/python bench/sampling.py --preset full --n 10 --backend jax
+
+# Rewrites every notebook's install cell, badges and accelerator metadata, and kaggle/*/kernel-metadata.json.
+notebooks: $(VENV)/.installed
+	$(BIN)/python -m hvq_utils.release notebooks
+
+# Needs the `kaggle` command (pip install kaggle) and Kaggle credentials.
+kaggle-push: $(VENV)/.installed
+	$(BIN)/python -m hvq_utils.release kaggle-push --owner $(KAGGLE_USER) $(KAGGLE_PUSH_FLAGS)
 
 clean:
 	rm -rf runs .pytest_cache
