@@ -284,6 +284,26 @@ def locate(
     return _picked(found, what)
 
 
+def resume_source(stage: str, value, level: str | None = None) -> Path | None:
+    """The earlier output a training stage continues from (its `resume_from`), or None for None.
+
+    A local folder is taken as it is, finished or cut off (checkpoints and no manifest yet, e.g.
+    a Google Drive folder); a Kaggle handle is fetched with `locate`, so it must hold a finished
+    output of `stage` (a notebook version's output, or a published dataset)."""
+    if value is None:
+        return None
+    if parse_handle(value) is not None:
+        return locate(stage, value, level=level)
+    path = Path(value)
+    if not path.is_dir():
+        raise ArtifactError(
+            f"{value} is not a directory; give the earlier output's folder, or a Kaggle handle such "
+            "as 'notebook:you/hvq-02-train-vqvae'"
+        )
+    log.info("continuing from %s", path)
+    return path
+
+
 def output_dir(name: str, path: str | os.PathLike = "auto") -> Path:
     """Where a stage writes: `path`, or with "auto" /kaggle/working/<name> on Kaggle, else runs/<name>."""
     if str(path) != "auto":

@@ -46,9 +46,10 @@ SHOW_REJECTED = 20
 
 def find_source(src: str = "auto") -> str:
     """The folder to prepare: `src` itself, or for "auto" the Kaggle competition "Humpback
-    Whale Identification": on Kaggle attached under /kaggle/input, on Colab downloaded with
-    kagglehub (needs Kaggle credentials and the competition's rules accepted); elsewhere
-    "sample", the photographs that ship with scikit-image."""
+    Whale Identification": on Kaggle the attached copy under /kaggle/input (attached with
+    kagglehub if it is not), on Colab downloaded with kagglehub (Kaggle credentials from Colab
+    Secrets, and the competition's rules accepted on kaggle.com); elsewhere "sample", the
+    photographs that ship with scikit-image."""
     if src != "auto":
         return src
     platform = detect_platform()
@@ -56,15 +57,28 @@ def find_source(src: str = "auto") -> str:
         for path in (Path("/kaggle/input") / COMPETITION, Path("/kaggle/input/competitions") / COMPETITION):
             if path.is_dir():
                 return str(path)
-        raise FileNotFoundError(
-            f"/kaggle/input/{COMPETITION} is missing; attach the competition data (Add Input > "
-            "Competitions > Humpback Whale Identification) or set SRC to a folder of images"
-        )
-    if platform == "colab":
-        import kagglehub
-
-        return kagglehub.competition_download(COMPETITION)
+    if platform in ("kaggle", "colab"):
+        return _download_competition()
     return "sample"
+
+
+def _download_competition() -> str:
+    """The competition's files through kagglehub (inside Kaggle it attaches them), or one line
+    saying what to attach or set."""
+    from hvq_utils.kaggle_auth import ensure_credentials
+
+    ensure_credentials(required=detect_platform() != "kaggle")  # Kaggle attaches without them
+    import kagglehub
+
+    try:
+        return kagglehub.competition_download(COMPETITION)
+    except Exception as e:
+        said = (str(e).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"could not get the competition data ({type(e).__name__}: {said}); "
+            f"accept the rules at kaggle.com/competitions/{COMPETITION}, attach it (Kaggle: Add Input > "
+            "Competitions > Humpback Whale Identification), or set SRC to a folder of images"
+        ) from None
 
 
 def split_of(rel_path: str, val_fraction: float) -> str:

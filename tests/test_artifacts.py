@@ -489,3 +489,18 @@ def test_importing_touches_neither_kagglehub_nor_secrets():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_resume_source_takes_a_cut_off_local_output_and_fetches_a_handle(tmp_path, monkeypatch):
+    from hvq_utils.artifacts import ArtifactError, resume_source
+
+    cut_off = tmp_path / "drive" / "vqvae"
+    (cut_off / "checkpoints").mkdir(parents=True)  # no manifest yet: the run was cut
+    assert resume_source("train-vqvae", None) is None
+    assert resume_source("train-vqvae", str(cut_off)) == cut_off
+    with pytest.raises(ArtifactError, match="is not a directory; give the earlier output's folder"):
+        resume_source("train-vqvae", str(tmp_path / "missing" / "x" / "y"))
+    finished = tmp_path / "download" / "output" / "vqvae"
+    write_manifest(finished, "train-vqvae", get_preset("smoke"))
+    monkeypatch.setattr("hvq_utils.artifacts._fetch", lambda handle: tmp_path / "download")
+    assert resume_source("train-vqvae", "notebook:me/hvq-02-train-vqvae") == finished

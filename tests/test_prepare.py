@@ -316,3 +316,56 @@ def test_cli_bad_setting_is_one_line_and_exit_2(tmp_path, capsys):
                      "--set", bad])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error: ") and "\n" not in err, (bad, err)
+
+
+class _FakeKagglehub:
+    def __init__(self, result=None, error=None):
+        self.calls, self.result, self.error = [], result, error
+
+    def competition_download(self, handle):
+        self.calls.append(handle)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _platform(monkeypatch, name, hub):
+    import sys
+
+    monkeypatch.setattr("hvq_utils.prepare.detect_platform", lambda: name)
+    monkeypatch.setattr("hvq_utils.kaggle_auth.detect_platform", lambda: name)
+    monkeypatch.setitem(sys.modules, "kagglehub", hub)
+
+
+def test_auto_source_on_each_platform(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from hvq_utils.prepare import COMPETITION, find_source
+
+    for key in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-config"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    hub = _FakeKagglehub(result=str(tmp_path / "download"))
+    _platform(monkeypatch, "local", hub)
+    assert find_source("auto") == "sample" and find_source("/my/photos") == "/my/photos"
+
+    # Kaggle: the attached competition, else kagglehub attaches it (no credentials needed there).
+    _platform(monkeypatch, "kaggle", hub)
+    attached = f"/kaggle/input/competitions/{COMPETITION}"
+    monkeypatch.setattr(Path, "is_dir", lambda self: str(self) == attached)
+    assert find_source("auto") == attached and hub.calls == []
+    monkeypatch.setattr(Path, "is_dir", lambda self: False)
+    assert find_source("auto") == str(tmp_path / "download") and hub.calls == [COMPETITION]
+
+    # Colab: credentials are needed; a refusal says what to do, in one line.
+    _platform(monkeypatch, "colab", hub)
+    with pytest.raises(ValueError, match="Kaggle credentials") as missing:
+        find_source("auto")
+    assert "\n" not in str(missing.value)
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "not-a-real-token")
+    assert find_source("auto") == str(tmp_path / "download")
+    _platform(monkeypatch, "colab", _FakeKagglehub(error=RuntimeError("403 Forbidden\nmore")))
+    with pytest.raises(FileNotFoundError, match=r"403 Forbidden\); accept the rules at kaggle.com") as refused:
+        find_source("auto")
+    assert "\n" not in str(refused.value) and "not-a-real-token" not in str(refused.value)
