@@ -464,3 +464,12 @@ def test_credentials_are_found_where_the_kaggle_command_looks(tmp_path, env, fil
         (tmp_path / file).write_text("{}")
     assert release.kaggle_credentials_present(env, tmp_path)
     assert not release.kaggle_credentials_present({"KAGGLE_USERNAME": "u"}, tmp_path / "empty")
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_the_notebook_is_stored_without_outputs(file):
+    nb = json.loads((ROOT / "notebooks" / file).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{file}: clear its outputs"
+    assert "widgets" not in nb["metadata"], f"{file}: saved widget state; clear its outputs"
