@@ -366,6 +366,7 @@ def test_auto_source_on_each_platform(monkeypatch, tmp_path):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "not-a-real-token")
     assert find_source("auto") == str(tmp_path / "download")
     _platform(monkeypatch, "colab", _FakeKagglehub(error=RuntimeError("403 Forbidden\nmore")))
-    with pytest.raises(FileNotFoundError, match=r"403 Forbidden\); accept the rules at kaggle.com") as refused:
+    refusal = r"403 Forbidden\); accept the rules at kaggle.com"
+    with pytest.raises(FileNotFoundError, match=refusal) as refused:
         find_source("auto")
     assert "\n" not in str(refused.value) and "not-a-real-token" not in str(refused.value)

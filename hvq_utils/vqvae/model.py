@@ -45,6 +45,7 @@ from keras import layers, ops
 from hvq_utils.config import LEVELS, Config, upper_levels
 from hvq_utils.vqvae.layers import ResBlock
 from hvq_utils.vqvae.quantizer import VectorQuantizer, replica_count
+from hvq_utils.vqvae.subpixel import SubPixelConvTranspose
 
 # (upper, lower) level indices: each lower encoder sees every upper level's quantized latents.
 _CONDITIONS = tuple((LEVELS.index(u), i) for i, level in enumerate(LEVELS) for u in upper_levels(level))
@@ -60,11 +61,15 @@ def _down(widths, name: str) -> keras.Sequential:
 
 
 def _up(widths, name: str, relu_last: bool) -> list[layers.Layer]:
-    """Stride-2 4x4 transposed convolutions, one per width, each doubling the grid side."""
+    """Stride-2 4x4 transposed convolutions, one per width, each doubling the grid side.
+
+    Sub-pixel form: what Conv2DTranspose(w, 4, strides=2, padding="same") computes, from the
+    same weights, through a plain stride-1 convolution, which XLA's CPU backend (JAX) trains
+    several times faster than a transposed one (see subpixel.py).
+    """
     return [
-        layers.Conv2DTranspose(
-            w, 4, strides=2, padding="same", name=f"{name}_up{i}",
-            activation="relu" if relu_last or i < len(widths) - 1 else None,
+        SubPixelConvTranspose(
+            w, name=f"{name}_up{i}", activation="relu" if relu_last or i < len(widths) - 1 else None
         )
         for i, w in enumerate(widths)
     ]
