@@ -272,3 +272,19 @@ def test_nearest_code_search_asks_jax_for_full_float32_precision():
     assert r.returncode == 0, r.stderr[-2000:]
     dots = r.stdout.split("dot_general[")[1:]  # each product's parameters follow its name
     assert dots and all("precision=(Precision.HIGHEST" in d[:300] for d in dots), r.stdout
+
+
+def test_cosine_lookup_picks_by_direction_and_gives_unit_vectors():
+    rng = np.random.default_rng(3)
+    lengths = rng.uniform(0.1, 10.0, (16, 1)).astype(np.float32)
+    codebook = rng.normal(size=(16, 6)).astype(np.float32) * lengths
+    z = rng.normal(size=(2, 5, 5, 6)).astype(np.float32) * 0.01  # tiny latents: direction still counts
+    out = _quantizer(codebook, lookup="cosine")(z)
+    unit = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+    flat = z.reshape(-1, 6)
+    expected = np.argmax((flat / np.linalg.norm(flat, axis=1, keepdims=True)) @ unit.T, axis=1)
+    np.testing.assert_array_equal(_np(out["codes"]).ravel(), expected)
+    np.testing.assert_allclose(np.linalg.norm(_np(out["quantized"]), axis=-1), 1.0, atol=1e-5)
+    assert not np.array_equal(expected, _nearest(flat, codebook))  # euclidean would pick others
+    with pytest.raises(ValueError, match="lookup='dot' is not allowed; use one of euclidean, cosine"):
+        VectorQuantizer(4, 2, lookup="dot")

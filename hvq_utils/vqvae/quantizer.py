@@ -15,6 +15,12 @@ In both modes the codebook is set to random latent vectors of the first training
 code that no latent vector chose for `restart_after` consecutive training steps is moved onto
 a random latent vector of the current batch, with its running statistics reset.
 
+Lookup (`lookup`): "euclidean" compares the latent vectors with the codebook as they are;
+"cosine" scales both to unit length first (l2-normalised codes, as in ViT-VQGAN, Yu et al.
+2022), so codes are picked by direction and the quantized latents are unit vectors. Then a
+level's latents cannot shrink towards the origin together with their codebook, where the
+commitment loss is smallest and every code decodes alike: the collapse seen in the upper levels.
+
 Costs: distances come from one (N, D) x (D, K) matrix product and codes are looked up with a
 gather, so memory stays O(N * K + N * D); nothing of shape (B, H, W, K, D) and no one-hot
 matrix is ever made. All codebook arithmetic is float32, whatever the mixed-precision policy.
@@ -40,6 +46,7 @@ import keras
 from keras import ops
 
 UPDATES = ("ema", "grad")
+LOOKUPS = ("euclidean", "cosine")
 
 
 def _replica_context():
@@ -159,6 +166,7 @@ class VectorQuantizer(keras.layers.Layer):
         restart_after: int = 100,
         epsilon: float = 1e-5,
         seed: int | None = None,
+        lookup: str = "euclidean",
         **kwargs,
     ):
         # Codebook statistics must stay float32 under a mixed policy, so the layer always
@@ -167,6 +175,9 @@ class VectorQuantizer(keras.layers.Layer):
         super().__init__(dtype="float32", **kwargs)
         if update not in UPDATES:
             raise ValueError(f"update={update!r} is not allowed; use one of {', '.join(UPDATES)}")
+        if lookup not in LOOKUPS:
+            raise ValueError(f"lookup={lookup!r} is not allowed; use one of {', '.join(LOOKUPS)}")
+        self.lookup_kind = lookup
         self.num_codes = num_codes
         self.dim = dim
         self.update = update
@@ -214,10 +225,16 @@ class VectorQuantizer(keras.layers.Layer):
         self.initialized = state("initialized", ())  # 1.0 once set from the first batch
 
     def vectors(self):
-        """The codebook in use: float32 (K, D)."""
+        """The codebook in use: float32 (K, D) (unit vectors with the cosine lookup)."""
         if self.update == "grad":
-            return self.codebook + self.offset
-        return ops.convert_to_tensor(self.codebook)
+            return self._norm(self.codebook + self.offset)
+        return self._norm(ops.convert_to_tensor(self.codebook))
+
+    def _norm(self, x):
+        """x itself, or with the cosine lookup x scaled to unit length along the last axis."""
+        if self.lookup_kind == "euclidean":
+            return x
+        return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
     def lookup(self, codes):
         """Codebook vectors of codes: int (...) -> float32 (..., D)."""
@@ -235,7 +252,7 @@ class VectorQuantizer(keras.layers.Layer):
     def call(self, z, training=False):
         z = ops.cast(z, "float32")
         grid_shape = ops.shape(z)[:-1]  # (B, H, W)
-        flat = ops.reshape(z, (-1, self.dim))  # (N, D), N = B * H * W
+        flat = self._norm(ops.reshape(z, (-1, self.dim)))  # (N, D), N = B * H * W
         codebook = self.vectors()  # (K, D)
         if training:
             # One random draw of K latent vectors per step: the first batch's codebook, and
@@ -331,4 +348,5 @@ class VectorQuantizer(keras.layers.Layer):
             "restart_after": self.restart_after,
             "epsilon": self.epsilon,
             "seed": self.seed,
+            "lookup": self.lookup_kind,
         }
