@@ -23,6 +23,7 @@ LEVELS = ("top", "middle", "bottom")
 RESIZE_POLICIES = ("pad", "crop", "stretch")
 CODEBOOK_UPDATES = ("ema", "grad")
 ENCODER_KINDS = ("separate", "shared")
+ARCHITECTURES = ("hvq", "seed")
 PRIOR_EMBEDDINGS = ("learned", "codebook")
 MIXED_PRECISION = ("auto", "off", "bfloat16", "float16")
 
@@ -69,6 +70,9 @@ class Config:
     downsamples: tuple[int, int, int] = _key(
         (5, 4, 3), "vqvae", "stride-2 convolutions from the image to each level's grid (top first)"
     )
+    arch: str = _key(
+        "hvq", "vqvae", "hvq (this project's layers) or seed (the seed implementation's, see SEED.md)"
+    )
     latent_dim: int = _key(64, "vqvae", "dimension of every latent and codebook vector")
     codebook_sizes: tuple[int, int, int] = _key((512, 256, 64), "vqvae", "codes per level (top first)")
     encoder: str = _key("separate", "vqvae", "separate (the seed: one encoder per level) or shared stem")
@@ -84,6 +88,12 @@ class Config:
     ema_decay: float = _key(0.99, "vqvae", "decay of the EMA codebook statistics")
     commitment: float = _key(0.25, "vqvae", "weight of the commitment loss")
     restart_after: int = _key(100, "vqvae", "steps a code may stay unused before it is restarted; 0: never")
+    code_lookup: str = _key(
+        "euclidean", "vqvae", "euclidean, or cosine (unit-length latents and codes: no shrinking to 0)"
+    )
+    level_dropout: float = _key(
+        0.0, "vqvae", "chance per image and step that training decodes without the middle (or bottom) level"
+    )
     batch_size: int = _key(16, "vqvae", "training images per device; the global batch is this x devices")
     learning_rate: float = _key(3e-4, "vqvae", "Adam learning rate")
     steps: int = _key(20000, "vqvae", "total training steps", resumable=True)
@@ -94,6 +104,9 @@ class Config:
     encode_batch_size: int = _key(16, "encode", "images per device per encoder call")
 
     # --- prior: stages 04-06 (train-prior) ---
+    prior_arch: str = _key(
+        "hvq", "prior", "hvq (this project's blocks) or seed (the seed's kernels, dilations, dropout)"
+    )
     prior_blocks: tuple[int, int, int] = _key((20, 20, 15), "prior", "gated blocks per level (top first)")
     prior_channels: tuple[int, int, int] = _key((256, 128, 64), "prior", "channels per level (top first)")
     prior_kernel: int = _key(3, "prior", "kernel side of the masked convolutions (odd)")
@@ -259,6 +272,9 @@ def _validate(c: Config) -> None:
     _one_of("resize", c.resize, RESIZE_POLICIES)
     _one_of("codebook_update", c.codebook_update, CODEBOOK_UPDATES)
     _one_of("encoder", c.encoder, ENCODER_KINDS)
+    _one_of("arch", c.arch, ARCHITECTURES)
+    _one_of("code_lookup", c.code_lookup, ("euclidean", "cosine"))
+    _one_of("prior_arch", c.prior_arch, ARCHITECTURES)
     _one_of("prior_embedding", c.prior_embedding, PRIOR_EMBEDDINGS)
     _one_of("mixed_precision", c.mixed_precision, MIXED_PRECISION)
     for key in ("downsamples", "codebook_sizes", "prior_blocks", "prior_channels"):
@@ -322,6 +338,8 @@ def _validate(c: Config) -> None:
         raise ValueError(f"temperature={c.temperature} must be above 0, e.g. 1.0")
     if c.top_k < 0:
         raise ValueError(f"top_k={c.top_k} must be 0 (all codes) or more")
+    if not 0.0 <= c.level_dropout < 1.0:
+        raise ValueError(f"level_dropout={c.level_dropout} must be in [0, 1); 0 turns it off")
     if not 0.0 < c.top_p <= 1.0:
         raise ValueError(f"top_p={c.top_p} must be in (0, 1]; 1 keeps every code")
 
@@ -330,6 +348,21 @@ PRESETS: dict[str, dict] = {
     # 512x512 images, grids 16/32/64, latent dim 64, codebooks 512/256/64 (the seed document's
     # sizes); widths and prior shapes are this project's (see the README).
     "full": {},
+    # The seed implementation's architecture at the full size (../shared/SEED.md): 128-wide
+    # encoders, 256-wide blocks after the conditioning and at full resolution, a codebook
+    # trained by gradient without restarts; priors with its kernels, dilations and dropout
+    # over the frozen codebook vectors. To compare against; `full` is the default.
+    "seed": dict(
+        arch="seed",
+        encoder_channels=(128, 128, 128, 128, 128),
+        decoder_channels=256,
+        cbam_reduction=4,
+        codebook_update="grad",
+        restart_after=0,
+        prior_arch="seed",
+        prior_embedding="codebook",
+        prior_dropout=0.2,
+    ),
     # A laptop CPU in minutes, on the sample data that ships: grids 4/8/16.
     "demo": dict(
         image_size=128,

@@ -217,3 +217,65 @@ def test_training_step_under_jax_without_tensorflow(tmp_path):
         assert all(out[update]["moved"]), update
     assert out["same_state"] and out["iterations"] == 2
     assert out["tensorflow"] is False
+
+
+def test_level_dropout_replaces_whole_images_lower_levels_by_their_mean_only_in_training():
+    vq = build_vqvae(LEAN.replace(level_dropout=0.5))
+    rng = np.random.default_rng(1)
+    latents = [
+        ops.convert_to_tensor(rng.normal(size=(64, g, g, LEAN.latent_dim)).astype("float32"))
+        for g in LEAN.grid_sizes
+    ]
+    assert all(a is b for a, b in zip(vq._drop_levels(latents, False), latents, strict=True))
+    out = [_np(x) for x in vq._drop_levels(latents, True)]
+    np.testing.assert_array_equal(out[0], _np(latents[0]))  # the top level is never dropped
+    for level, q, before in zip(LEVELS[1:], vq.quantizers[1:], out[1:], strict=False):
+        mean = _np(q.mean_vector())
+        dropped = np.all(np.isclose(before, mean, atol=1e-6), axis=(1, 2, 3))  # (B,) whole images
+        kept = np.all(before == _np(latents[LEVELS.index(level)]), axis=(1, 2, 3))
+        assert np.all(dropped ^ kept), level
+        assert 16 < dropped.sum() < 48, (level, dropped.sum())  # about half of 64
+    with pytest.raises(ValueError, match=r"level_dropout=1.0 must be in \[0, 1\)"):
+        get_preset("smoke", level_dropout=1.0)
+
+
+@pytest.fixture(scope="module")
+def ablation_losses(tmp_path_factory):
+    """PSNR (dB) lost on held-out photographs when each level alone is ablated, after 300
+    smoke-scale training steps on crops of the sample photographs (32x32)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from hvq_utils.data.sample import make_sample_folder
+    from hvq_utils.vqvae import psnr_db
+
+    folder = make_sample_folder(tmp_path_factory.mktemp("photos") / "crops", count=240, max_side=64)
+    images = np.stack([
+        np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR), np.float32) / 255
+        for p in sorted(folder.glob("*.jpg"))
+    ])
+    train, held_out = images[:200], images[200:]
+    keras.utils.set_random_seed(0)
+    vq = compile_vqvae(build_vqvae(SMOKE), SMOKE)
+    batches = tf.data.Dataset.from_tensor_slices(train).shuffle(200, seed=0).repeat().batch(16)
+    vq.fit(batches, epochs=1, steps_per_epoch=300, shuffle=False, verbose=0)
+
+    def psnr(levels):
+        recon = _np(vq.reconstruct(held_out, levels=levels))
+        return float(np.mean(_np(psnr_db(np.mean((recon - held_out) ** 2, axis=(1, 2, 3))))))
+
+    full = psnr(LEVELS)
+    return {lv: full - psnr(tuple(x for x in LEVELS if x != lv)) for lv in LEVELS}
+
+
+COLLAPSED_TOP = pytest.mark.xfail(
+    strict=True, reason="known collapse (issue 11): the decoder ignores the top level; fix it, then drop this"
+)
+
+
+@pytest.mark.parametrize("level", [pytest.param("top", marks=COLLAPSED_TOP), "middle", "bottom"])
+def test_no_level_collapses_into_carrying_nothing(ablation_losses, level):
+    # A collapsed level costs 0.00-0.05 dB when ablated (measured: top 0.02, middle 0.56,
+    # bottom 4.26 here); the quality aim of 1 dB per level is bench/quality.py's to report.
+    lost = ablation_losses[level]
+    assert lost >= 0.25, f"ablating the {level} level costs only {lost:.2f} dB: it carries nothing"

@@ -128,7 +128,7 @@ class VQVAE(keras.Model):
             VectorQuantizer(
                 c.codebook_sizes[i], c.latent_dim, update=c.codebook_update, decay=c.ema_decay,
                 commitment=c.commitment, restart_after=c.restart_after, seed=c.seed + i,
-                name=f"{level}_quantizer",
+                lookup=c.code_lookup, name=f"{level}_quantizer",
             )
             for i, level in enumerate(LEVELS)
         ]
@@ -156,6 +156,7 @@ class VQVAE(keras.Model):
             ],
             name="trunk",
         )
+        self._dropout_seed = keras.random.SeedGenerator(c.seed + 17, name="level_dropout_seed")
         self.trackers = [keras.metrics.Mean(name="mse"), keras.metrics.Mean(name="psnr")]
         for level in LEVELS:
             self.trackers += [
@@ -198,6 +199,21 @@ class VQVAE(keras.Model):
         # Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back.
         return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
 
+    def _drop_levels(self, latents: list, training) -> list:
+        """Level dropout: while training, each image's middle and bottom latents are each
+        replaced, with chance `level_dropout`, by the level's mean vector (as `reconstruct`
+        ablates a level), so the decoder must also draw the picture from the levels above
+        and those cannot leave everything to the bottom level."""
+        rate = self.config.level_dropout
+        if not training or rate <= 0.0:
+            return latents
+        kept = [latents[0]]
+        for quantizer, q in zip(self.quantizers[1:], latents[1:], strict=True):
+            drop = keras.random.uniform(ops.shape(q)[:1], seed=self._dropout_seed) < rate  # (B,)
+            mean = ops.zeros_like(q) + ops.cast(quantizer.mean_vector(), q.dtype)
+            kept.append(ops.where(drop[:, None, None, None], ops.stop_gradient(mean), q))
+        return kept
+
     def _check_images(self, images) -> None:
         size = self.config.image_size
         shape = tuple(images.shape)
@@ -221,7 +237,7 @@ class VQVAE(keras.Model):
         batches and `compute_loss` reads everything it needs from this return value.
         """
         outputs = self._quantize(images, training=training)
-        recon = self._decode_latents([o["quantized"] for o in outputs])
+        recon = self._decode_latents(self._drop_levels([o["quantized"] for o in outputs], training))
         per_image = ops.ones_like(recon[:, 0, 0, 0], dtype="float32")  # (B,)
         result = {"images": recon, "latent_loss": per_image * sum(o["loss"] for o in outputs)}
         for level, o in zip(LEVELS, outputs, strict=True):
@@ -323,8 +339,14 @@ def psnr_db(mse):
 
 
 def build_vqvae(config: Config) -> VQVAE:
-    """The VQ-VAE for `config`, built on a (1, S, S, 3) input so its weights exist."""
-    vq = VQVAE(config)
+    """The VQ-VAE for `config` (a `SeedVQVAE` for arch="seed"), built on a (1, S, S, 3) input
+    so its weights exist."""
+    if config.arch == "seed":
+        from hvq_utils.vqvae.seed import SeedVQVAE  # a subclass of VQVAE: imported late
+
+        vq = SeedVQVAE(config)
+    else:
+        vq = VQVAE(config)
     vq.build((1, config.image_size, config.image_size, 3))
     return vq
 
