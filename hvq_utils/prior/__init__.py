@@ -16,7 +16,13 @@ from hvq_utils.prior.layers import (
     GatedBlock,
     MaskedConv2D,
 )
-from hvq_utils.prior.model import BitsPerCode, PixelCNNPrior, build_prior, compile_prior
+from hvq_utils.prior.model import (
+    BitsPerCode,
+    PixelCNNPrior,
+    build_prior,
+    compile_prior,
+    seed_layout,
+)
 
 __all__ = [
     "BitsPerCode",
@@ -28,4 +34,5 @@ __all__ = [
     "PixelCNNPrior",
     "build_prior",
     "compile_prior",
+    "seed_layout",
 ]

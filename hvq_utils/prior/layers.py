@@ -14,8 +14,14 @@ these layers unchanged:
 - `CausalAttention.running_mean`: the mean over raster positions up to and including the
   current one (a running sum divided by a count).
 
-Everything else (Dense, the gates, dropout, the residual and skip additions) is pointwise.
-The conditioning (`Conditioning`) is not causal: upper levels' codes are known everywhere.
+Everything else (Dense, the gates, dropout, the residual and skip additions, and
+BatchNormalization in inference, a per-channel affine map) is pointwise. The conditioning
+(`Conditioning`) is not causal: upper levels' codes are known everywhere.
+
+BatchNormalization (the seed architecture, `batch_norm=True`) is pointwise only in
+inference: in training its batch statistics are taken over every position of the batch,
+so a position's training-mode output moves (by O(1 / (B * H * W))) with later codes, as
+in the seed implementation. Inference, evaluation and sampling are exactly causal.
 """
 
 from __future__ import annotations
@@ -198,22 +204,31 @@ class CausalAttention(keras.layers.Layer):
     becomes `running_mean` (positions up to and including the current one), through a
     shared MLP (C -> C // reduction -> C) and a sigmoid. Spatial attention: the channel
     mean and max per position, through a `MaskedConv2D` with a raster type-B mask of
-    side `spatial_kernel`, and a sigmoid. CBAM's max-pooled channel branch is left out so
-    that a sampler needs running sums only.
+    side `spatial_kernel` and dilation `spatial_dilation`, and a sigmoid. CBAM's
+    max-pooled channel branch is left out so that a sampler needs running sums only.
     """
 
-    def __init__(self, channels: int, reduction: int = 8, spatial_kernel: int = 7, **kwargs):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 8,
+        spatial_kernel: int = 7,
+        spatial_dilation: int = 1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.channels = channels
         self.reduction = reduction
         self.spatial_kernel = spatial_kernel
+        self.spatial_dilation = spatial_dilation
         self.squeeze = keras.layers.Dense(
             max(1, channels // reduction), activation="relu", name="squeeze"
         )
         self.excite = keras.layers.Dense(channels, name="excite")
         centre = spatial_kernel // 2
         self.spatial = MaskedConv2D(
-            1, raster_mask(spatial_kernel), anchor=(centre, centre), name="spatial"
+            1, raster_mask(spatial_kernel), anchor=(centre, centre),
+            dilation_rate=spatial_dilation, name="spatial",
         )
 
     def build(self, input_shape):
@@ -257,6 +272,7 @@ class CausalAttention(keras.layers.Layer):
             "channels": self.channels,
             "reduction": self.reduction,
             "spatial_kernel": self.spatial_kernel,
+            "spatial_dilation": self.spatial_dilation,
         }
 
 
@@ -268,16 +284,19 @@ class GatedBlock(keras.layers.Layer):
     float (B, H, W, C_cond) or None. Returns (v_out, h_out, skip), each (B, H, W, C).
 
         v_pre = vertical_conv(v) + condition_vertical(cond)                   # (B, H, W, 2C)
-        v_out = gate(v_pre)
-        g     = gate(horizontal_conv(h) + vertical_to_horizontal(v_pre)
-                     + condition_horizontal(cond))                             # (B, H, W, C)
+        v_out = vertical_norm(gate(v_pre))
+        g     = horizontal_norm(gate(horizontal_conv(h) + vertical_to_horizontal(v_pre)
+                                     + condition_horizontal(cond)))            # (B, H, W, C)
         g     = dropout(attention(g))
         h_out = h + residual(g)      (type "B"; type "A" has no residual: h is the code itself)
         skip  = skip(g)
 
     When return_horizontal is False (the last block: nothing reads h_out) there is no
     residual layer and h_out is h, unchanged (a tensor, so the block can be called on
-    `keras.Input`s).
+    `keras.Input`s). The norms are BatchNormalization when batch_norm is True (the seed
+    architecture), else absent (identity; so is vertical_norm in the last block, whose
+    v_out nothing reads); the attention's spatial convolution has side spatial_kernel and
+    dilation spatial_dilation.
 
     Causal structure: `vertical_conv` and `horizontal_conv` are `MaskedConv2D` (see
     `vertical_mask` and `horizontal_mask`); `attention` is a `CausalAttention` or None;
@@ -297,6 +316,9 @@ class GatedBlock(keras.layers.Layer):
         attention_reduction: int = 8,
         conditioned: bool = False,
         return_horizontal: bool = True,
+        batch_norm: bool = False,
+        spatial_kernel: int = 7,
+        spatial_dilation: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -312,6 +334,9 @@ class GatedBlock(keras.layers.Layer):
         self.attention_reduction = attention_reduction
         self.conditioned = conditioned
         self.return_horizontal = return_horizontal
+        self.batch_norm = batch_norm
+        self.spatial_kernel = spatial_kernel
+        self.spatial_dilation = spatial_dilation
         n = kernel_size // 2
         self.vertical_conv = MaskedConv2D(
             2 * channels, vertical_mask(kernel_size, mask_type), anchor=(n, n),
@@ -329,13 +354,26 @@ class GatedBlock(keras.layers.Layer):
             keras.layers.Dense(2 * channels, name="condition_horizontal") if conditioned else None
         )
         self.attention = (
-            CausalAttention(channels, reduction=attention_reduction, name="attention")
+            CausalAttention(
+                channels, reduction=attention_reduction, spatial_kernel=spatial_kernel,
+                spatial_dilation=spatial_dilation, name="attention",
+            )
             if attention
             else None
         )
         self.dropout = keras.layers.Dropout(dropout, name="dropout")
         self.residual = keras.layers.Dense(channels, name="residual") if return_horizontal else None
         self.skip = keras.layers.Dense(channels, name="skip")
+        # Created last, so that a block without them keeps its weights' order. The last
+        # block's vertical output is read by nothing: it has no norm (no weights left untrained).
+        self.vertical_norm = (
+            keras.layers.BatchNormalization(name="vertical_norm")
+            if batch_norm and return_horizontal
+            else None
+        )
+        self.horizontal_norm = (
+            keras.layers.BatchNormalization(name="horizontal_norm") if batch_norm else None
+        )
 
     @property
     def has_residual(self) -> bool:
@@ -358,23 +396,33 @@ class GatedBlock(keras.layers.Layer):
         if self.return_horizontal:
             self.residual.build(narrow)
         self.skip.build(narrow)
+        if self.vertical_norm is not None:
+            self.vertical_norm.build(narrow)
+        if self.horizontal_norm is not None:
+            self.horizontal_norm.build(narrow)
 
-    def vertical(self, v, cond=None):
+    def vertical(self, v, cond=None, training=None):
         """(v_pre (B, H, W, 2C), v_out (B, H, W, C)); reads v at `vertical_conv`'s offsets."""
         v_pre = self.vertical_conv(v)
         if self.conditioned:
             v_pre = v_pre + self.condition_vertical(cond)
-        return v_pre, gated_activation(v_pre)
+        v_out = gated_activation(v_pre)
+        if self.vertical_norm is not None:
+            v_out = self.vertical_norm(v_out, training=training)
+        return v_pre, v_out
 
-    def horizontal_gate(self, h, v_pre, cond=None):
-        """Gated horizontal features g (B, H, W, C), before attention.
+    def horizontal_gate(self, h, v_pre, cond=None, training=None):
+        """Gated (and normalised) horizontal features g (B, H, W, C), before attention.
 
         Reads h at `horizontal_conv`'s offsets and v_pre, cond at the same position.
         """
         pre = self.horizontal_conv(h) + self.vertical_to_horizontal(v_pre)
         if self.conditioned:
             pre = pre + self.condition_horizontal(cond)
-        return gated_activation(pre)
+        g = gated_activation(pre)
+        if self.horizontal_norm is not None:
+            g = self.horizontal_norm(g, training=training)
+        return g
 
     def outputs(self, h, g, training=None):
         """(h_out, skip), each (B, H, W, C), from attended g; pointwise. h_out is h when
@@ -389,8 +437,8 @@ class GatedBlock(keras.layers.Layer):
     def call(self, v, h, cond=None, training=None):
         if self.conditioned and cond is None:
             raise ValueError(f"{self.name} is conditioned=True; pass cond (B, H, W, C_cond)")
-        v_pre, v_out = self.vertical(v, cond)
-        g = self.horizontal_gate(h, v_pre, cond)
+        v_pre, v_out = self.vertical(v, cond, training=training)
+        g = self.horizontal_gate(h, v_pre, cond, training=training)
         if self.attention is not None:
             g = self.attention(g)
         h_out, skip = self.outputs(h, g, training=training)
@@ -426,6 +474,9 @@ class GatedBlock(keras.layers.Layer):
             "attention_reduction": self.attention_reduction,
             "conditioned": self.conditioned,
             "return_horizontal": self.return_horizontal,
+            "batch_norm": self.batch_norm,
+            "spatial_kernel": self.spatial_kernel,
+            "spatial_dilation": self.spatial_dilation,
         }
 
 
@@ -435,10 +486,11 @@ class CodeEmbedding(keras.layers.Layer):
 
     codebook_dim None: a learned (num_codes, output_dim) table (`keras.layers.Embedding`,
     which casts its indices to int). Otherwise the VQ-VAE's codebook, float32 (num_codes,
-    codebook_dim), frozen, then a learned 1x1 projection to output_dim. `codebook` gives the
-    initial vectors; it is not part of the config, since the vectors are saved and restored
-    with the weights. Codes are cast to int32 first: Keras builds a model under
-    tf.distribute from float placeholders.
+    codebook_dim), frozen, then a learned 1x1 projection to output_dim; with project=False
+    there is no projection and the codebook vectors themselves are the output (output_dim
+    must then equal codebook_dim). `codebook` gives the initial vectors; it is not part of
+    the config, since the vectors are saved and restored with the weights. Codes are cast
+    to int32 first: Keras builds a model under tf.distribute from float placeholders.
     """
 
     def __init__(
@@ -447,12 +499,14 @@ class CodeEmbedding(keras.layers.Layer):
         output_dim: int,
         codebook_dim: int | None = None,
         codebook: np.ndarray | None = None,
+        project: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_codes = num_codes
         self.output_dim = output_dim
         self.codebook_dim = codebook_dim
+        self.project = project
         if codebook is not None:
             codebook = np.asarray(codebook, dtype="float32")
             if codebook_dim is None or codebook.shape != (num_codes, codebook_dim):
@@ -460,10 +514,17 @@ class CodeEmbedding(keras.layers.Layer):
                     f"codebook has shape {codebook.shape} but this embedding expects "
                     f"({num_codes}, {codebook_dim}); pass the level's (codes, dim) codebook"
                 )
-        self._initial_codebook = codebook
         learned = codebook_dim is None
+        if not learned and not project and output_dim != codebook_dim:
+            raise ValueError(
+                f"project=False outputs the {codebook_dim}-wide codebook vectors, not "
+                f"output_dim={output_dim}; pass output_dim={codebook_dim} or project=True"
+            )
+        self._initial_codebook = codebook
         self.table = keras.layers.Embedding(num_codes, output_dim, name="table") if learned else None
-        self.projection = None if learned else keras.layers.Dense(output_dim, name="projection")
+        self.projection = (
+            keras.layers.Dense(output_dim, name="projection") if not learned and project else None
+        )
 
     def build(self, codes_shape):
         if self.table is not None:
@@ -475,12 +536,15 @@ class CodeEmbedding(keras.layers.Layer):
             initializer="zeros" if initial is None else keras.initializers.Constant(initial),
             trainable=False,
         )
-        self.projection.build((*codes_shape, self.codebook_dim))
+        if self.projection is not None:
+            self.projection.build((*codes_shape, self.codebook_dim))
 
     def call(self, codes):
         if self.table is not None:
             return self.table(codes)  # (B, H, W, output_dim)
         vectors = ops.take(self.codebook, ops.cast(codes, "int32"), axis=0)  # (B, H, W, codebook_dim)
+        if self.projection is None:
+            return ops.cast(vectors, self.compute_dtype)
         return self.projection(vectors)
 
     def get_config(self) -> dict:
@@ -489,7 +553,11 @@ class CodeEmbedding(keras.layers.Layer):
             "num_codes": self.num_codes,
             "output_dim": self.output_dim,
             "codebook_dim": self.codebook_dim,
+            "project": self.project,
         }
+
+
+UPSAMPLINGS = ("nearest", "transposed")
 
 
 @_register
@@ -497,9 +565,16 @@ class Conditioning(keras.layers.Layer):
     """Upper levels' codes to one feature map on this level's grid, seen at every position.
 
     inputs: {level: int32 (B, h, w)} for each source -> float (B, h * f, w * f, channels).
-    Per source: `CodeEmbedding`, nearest-neighbour upsampling by its integer `factor`
-    (`UpSampling2D`), then a (kernel_size x kernel_size, "same") convolution; the sources
-    are summed. Sublayers are named after their source level, e.g. "top_conv".
+    Per source, summed over the sources; sublayers are named after their source level:
+
+    - upsampling "nearest" (this project's): `CodeEmbedding` to `channels`, nearest-neighbour
+      upsampling by its integer `factor` (`UpSampling2D`, "top_upsampling"), then a
+      (kernel_size x kernel_size, "same") convolution ("top_conv").
+    - upsampling "transposed" (the seed's): the codes' vectors (the frozen codebook
+      vectors themselves, unprojected, or a learned `channels`-wide table), then log2(factor)
+      linear 4x4 stride-2 transposed convolutions to `channels` ("top_transposed_0", ...);
+      the factor must be a power of two. kernel_size is unused.
+
     sources: [{"level": "top", "num_codes": 512, "factor": 2, "codebook_dim": None}, ...].
     """
 
@@ -509,41 +584,86 @@ class Conditioning(keras.layers.Layer):
         kernel_size: int,
         sources: list[dict],
         codebooks: dict[str, np.ndarray] | None = None,
+        upsampling: str = "nearest",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not sources:
             raise ValueError("sources=[] gives nothing to condition on; name an upper level")
+        if upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling={upsampling!r} is unknown; use one of {', '.join(UPSAMPLINGS)}")
         self.channels = channels
         self.kernel_size = kernel_size
+        self.upsampling = upsampling
         self.sources = tuple(dict(s) for s in sources)  # a tuple: Keras leaves it untracked
         codebooks = codebooks or {}
+        transposed = upsampling == "transposed"
         self.embeddings = [
             CodeEmbedding(
-                s["num_codes"], channels, codebook_dim=s["codebook_dim"],
-                codebook=codebooks.get(s["level"]), name=f"{s['level']}_embedding",
+                s["num_codes"],
+                s["codebook_dim"] if transposed and s["codebook_dim"] is not None else channels,
+                codebook_dim=s["codebook_dim"], codebook=codebooks.get(s["level"]),
+                project=not transposed, name=f"{s['level']}_embedding",
             )
             for s in self.sources
         ]
-        self.upsamplings = [
-            keras.layers.UpSampling2D(
-                size=s["factor"], interpolation="nearest", name=f"{s['level']}_upsampling"
-            )
-            for s in self.sources
-        ]
-        self.convs = [
-            keras.layers.Conv2D(channels, kernel_size, padding="same", name=f"{s['level']}_conv")
-            for s in self.sources
-        ]
+        self.upsamplings, self.convs, self.transposed = [], [], []
+        if transposed:
+            # Flat, source after source: self._steps[s] of them per source.
+            steps = []
+            for s in self.sources:
+                factor = int(s["factor"])
+                n = factor.bit_length() - 1
+                if factor < 2 or factor != 2**n:
+                    raise ValueError(
+                        f"the {s['level']} codes are upsampled by {factor}; transposed "
+                        "upsampling needs a power of two (stride-2 steps)"
+                    )
+                steps.append(n)
+                self.transposed.extend(
+                    keras.layers.Conv2DTranspose(
+                        channels, 4, strides=2, padding="same", name=f"{s['level']}_transposed_{t}"
+                    )
+                    for t in range(n)
+                )
+            self._steps = tuple(steps)
+        else:
+            self._steps = tuple(0 for _ in self.sources)
+            self.upsamplings = [
+                keras.layers.UpSampling2D(
+                    size=s["factor"], interpolation="nearest", name=f"{s['level']}_upsampling"
+                )
+                for s in self.sources
+            ]
+            self.convs = [
+                keras.layers.Conv2D(channels, kernel_size, padding="same", name=f"{s['level']}_conv")
+                for s in self.sources
+            ]
 
     def _parts(self):
         return zip(self.sources, self.embeddings, self.upsamplings, self.convs, strict=True)
+
+    def _transposed_parts(self):
+        """(source, embedding, [its transposed convs, in order]) per source."""
+        start = 0
+        for source, embedding, n in zip(self.sources, self.embeddings, self._steps, strict=True):
+            yield source, embedding, self.transposed[start : start + n]
+            start += n
 
     @property
     def levels(self) -> tuple[str, ...]:
         return tuple(s["level"] for s in self.sources)
 
     def build(self, input_shape):
+        if self.upsampling == "transposed":
+            for source, embedding, convs in self._transposed_parts():
+                batch, h, w = input_shape[source["level"]]
+                embedding.build((batch, h, w))
+                width = embedding.output_dim
+                for conv in convs:
+                    conv.build((batch, h, w, width))
+                    h, w, width = 2 * h, 2 * w, self.channels
+            return
         for source, embedding, upsampling, conv in self._parts():
             batch, h, w = input_shape[source["level"]]
             f = source["factor"]
@@ -553,6 +673,13 @@ class Conditioning(keras.layers.Layer):
 
     def call(self, inputs):
         total = None
+        if self.upsampling == "transposed":
+            for source, embedding, convs in self._transposed_parts():
+                x = embedding(inputs[source["level"]])  # (B, h, w, D or channels)
+                for conv in convs:
+                    x = conv(x)  # twice the side, channels
+                total = x if total is None else total + x
+            return total
         for source, embedding, upsampling, conv in self._parts():
             x = embedding(inputs[source["level"]])  # (B, h, w, channels)
             x = conv(upsampling(x))  # (B, h * f, w * f, channels)
@@ -565,4 +692,5 @@ class Conditioning(keras.layers.Layer):
             "channels": self.channels,
             "kernel_size": self.kernel_size,
             "sources": [dict(s) for s in self.sources],
+            "upsampling": self.upsampling,
         }

@@ -16,11 +16,14 @@ For row i of an (H, W) grid, one compiled program (Python calls it once per row)
    causal channel attention a running sum (float32), the masked spatial attention a
    buffer of the last few rows of descriptors; the skip connections of all blocks and
    the head are applied to the one position, its code is picked (`choose`) and embedded
-   into the row buffer.
+   into the row buffer. The head's causal attention modules (the seed architecture) keep
+   running sums and descriptor rows like the blocks' attention.
 
-Dropout is off. Everything runs in float32 from float32 copies of the weights, whatever
-the prior's dtype policy. The prior is checked first: a layer or a causal structure this
-module does not know how to cache is refused with a one-line error, not sampled wrongly.
+Dropout is off; BatchNormalization (the seed architecture) is its inference-time
+per-channel affine map, scale * x + shift from its moving statistics. Everything runs in
+float32 from float32 copies of the weights, whatever the prior's dtype policy. The prior
+is checked first: a layer or a causal structure this module does not know how to cache
+is refused with a one-line error, not sampled wrongly.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ from hvq_utils.sampling.driver import LevelSampler
 _KNOWN_LAYERS = (
     PixelCNNPrior, CodeEmbedding, Conditioning, GatedBlock, MaskedConv2D, CausalAttention,
     keras.layers.Dense, keras.layers.Dropout, keras.layers.Embedding, keras.layers.Conv2D,
-    keras.layers.UpSampling2D,
+    keras.layers.UpSampling2D, keras.layers.BatchNormalization,
+    # Only inside the conditioning, which runs as the prior's own layers over the whole grid.
+    keras.layers.Conv2DTranspose,
 )
 
 
@@ -70,6 +75,28 @@ def _check_dense(layer, where: str, activation: str) -> None:
         _refuse(where, f"activation {layer.activation.__name__}, expected {activation}")
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         _refuse(where, "a LoRA or quantized Dense layer")
+
+
+def _check_norm(layer, where: str) -> bool:
+    """Whether there is a norm (None: no); refuses one that is not a per-channel BatchNorm."""
+    if layer is None:
+        return False
+    if type(layer) is not keras.layers.BatchNormalization:
+        _refuse(where, f"a {type(layer).__name__} where a BatchNormalization is expected")
+    if layer.axis not in (-1, 3):
+        _refuse(where, f"BatchNormalization over axis {layer.axis}, not the channels")
+    return True
+
+
+def _check_attention(attention, where: str) -> tuple[tuple[int, int], ...]:
+    """The spatial convolution's receptive offsets of a checked `CausalAttention`."""
+    if type(attention) is not CausalAttention:
+        _refuse(where, f"a {type(attention).__name__}")
+    _check_dense(attention.squeeze, f"{where}/squeeze", "relu")
+    _check_dense(attention.excite, f"{where}/excite", "linear")
+    return _check_conv(
+        attention.spatial, f"{where}/spatial", lambda dy, dx: dy < 0 or (dy == 0 and dx <= 0)
+    )
 
 
 def _check_conv(layer, where: str, allowed) -> tuple[tuple[int, int], ...]:
@@ -95,13 +122,25 @@ class _Block:
     horizontal_dx: tuple[int, ...]  # columns read of the current row (dy == 0)
     residual: bool  # h_out = h + residual(g), else residual(g)
     has_h_out: bool  # a later block reads h_out
-    attention: int | None  # index among the blocks with attention
+    attention: int | None  # index among the attention modules (blocks', then the head's)
     spatial: MaskedConv2D | None
     spatial_offsets: tuple[tuple[int, int], ...] | None
+    vertical_norm: bool  # a BatchNorm after the vertical gate
+    horizontal_norm: bool  # a BatchNorm after the horizontal gate
 
 
-def _plan(prior: PixelCNNPrior) -> tuple[_Block, ...]:
-    """The prior's blocks as the sampler computes them, after checking every layer."""
+@dataclass(frozen=True)
+class _Head:
+    """The head after the summed skips: hidden layer, optional BatchNorm, attention modules."""
+
+    norm: bool
+    attention: tuple[int, ...]  # the modules' indices among all attention modules
+    spatial: tuple[MaskedConv2D, ...]
+    spatial_offsets: tuple[tuple[tuple[int, int], ...], ...]
+
+
+def _plan(prior: PixelCNNPrior) -> tuple[tuple[_Block, ...], _Head]:
+    """The prior's blocks and head as the sampler computes them, after checking every layer."""
     if type(prior) is not PixelCNNPrior:
         _refuse(prior.name, f"a {type(prior).__name__}, not a PixelCNNPrior")
     for layer in prior._flatten_layers(include_self=False):
@@ -143,15 +182,8 @@ def _plan(prior: PixelCNNPrior) -> tuple[_Block, ...]:
                 _check_dense(layer, f"{where}/{name}", "linear")
         spatial = spatial_offsets = index = None
         if block.attention is not None:
-            attention = block.attention
-            if type(attention) is not CausalAttention:
-                _refuse(f"{where}/attention", f"a {type(attention).__name__}")
-            _check_dense(attention.squeeze, f"{where}/attention/squeeze", "relu")
-            _check_dense(attention.excite, f"{where}/attention/excite", "linear")
-            spatial = attention.spatial
-            spatial_offsets = _check_conv(
-                spatial, f"{where}/attention/spatial", lambda dy, dx: dy < 0 or (dy == 0 and dx <= 0)
-            )
+            spatial_offsets = _check_attention(block.attention, f"{where}/attention")
+            spatial = block.attention.spatial
             index = attention_index
             attention_index += 1
         blocks.append(_Block(
@@ -166,12 +198,47 @@ def _plan(prior: PixelCNNPrior) -> tuple[_Block, ...]:
             attention=index,
             spatial=spatial,
             spatial_offsets=spatial_offsets,
+            vertical_norm=_check_norm(block.vertical_norm, f"{where}/vertical_norm"),
+            horizontal_norm=_check_norm(block.horizontal_norm, f"{where}/horizontal_norm"),
         ))
-    return tuple(blocks)
+    head_norm = _check_norm(prior.head_norm, "head_norm")
+    head_offsets = tuple(
+        _check_attention(attention, f"{prior.name}/{attention.name}")
+        for attention in prior.head_attentions
+    )
+    head = _Head(
+        norm=head_norm,
+        attention=tuple(range(attention_index, attention_index + len(head_offsets))),
+        spatial=tuple(attention.spatial for attention in prior.head_attentions),
+        spatial_offsets=head_offsets,
+    )
+    return tuple(blocks), head
 
 
 def _numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x), dtype="float32")
+
+
+def _affine(layer) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale (C,), shift (C,)): a BatchNormalization in inference, x * scale + shift."""
+    mean = _numpy(layer.moving_mean)
+    scale = 1.0 / np.sqrt(_numpy(layer.moving_variance) + np.float32(layer.epsilon))
+    if layer.scale:
+        scale = scale * _numpy(layer.gamma)
+    shift = -mean * scale
+    if layer.center:
+        shift = shift + _numpy(layer.beta)
+    return scale.astype("float32"), shift.astype("float32")
+
+
+def _attention_weights(attention) -> dict[str, np.ndarray]:
+    """float32 weights of a `CausalAttention`, as the program reads them."""
+    w = {}
+    w["squeeze_kernel"], w["squeeze_bias"] = _dense(attention.squeeze)
+    w["excite_kernel"], w["excite_bias"] = _dense(attention.excite)
+    w["spatial_kernel"] = _numpy(attention.spatial.tap_kernel("float32"))
+    w["spatial_bias"] = _numpy(attention.spatial.bias)
+    return w
 
 
 def _dense(layer) -> tuple[np.ndarray, np.ndarray]:
@@ -194,14 +261,15 @@ class CachedSampler(LevelSampler):
 
     def __init__(self, prior: PixelCNNPrior):
         super().__init__(prior)
-        self._blocks = _plan(prior)  # the prior is checked; its float32 twin computed
+        self._blocks, self._head = _plan(prior)  # the prior is checked; its float32 twin computed
         if self.twin is not prior:
-            self._blocks = _plan(self.twin)
+            self._blocks, self._head = _plan(self.twin)
         self._programs = {}
         blocks = self._blocks
-        self._attention = sum(b.attention is not None for b in blocks)
+        self._attention = sum(b.attention is not None for b in blocks) + len(self._head.attention)
         self._h_pad = max(-min(b.horizontal_dx) for b in blocks)
         spatial = [o for b in blocks if b.spatial_offsets for o in b.spatial_offsets]
+        spatial += [o for offsets in self._head.spatial_offsets for o in offsets]
         self._spatial_up = max((-dy for dy, _ in spatial), default=0)
         self._spatial_side = max((abs(dx) for _, dx in spatial), default=0)
 
@@ -224,10 +292,11 @@ class CachedSampler(LevelSampler):
             if plan.has_h_out:
                 w["residual_kernel"], w["residual_bias"] = _dense(block.residual)
             if plan.spatial is not None:
-                w["squeeze_kernel"], w["squeeze_bias"] = _dense(block.attention.squeeze)
-                w["excite_kernel"], w["excite_bias"] = _dense(block.attention.excite)
-                w["spatial_kernel"] = _numpy(plan.spatial.tap_kernel("float32"))
-                w["spatial_bias"] = _numpy(plan.spatial.bias)
+                w.update(_attention_weights(block.attention))
+            if plan.vertical_norm:
+                w["vertical_scale"], w["vertical_shift"] = _affine(block.vertical_norm)
+            if plan.horizontal_norm:
+                w["horizontal_scale"], w["horizontal_shift"] = _affine(block.horizontal_norm)
             if block.conditioned:
                 for layer in (block.condition_vertical, block.condition_horizontal):
                     kernel, bias = _dense(layer)
@@ -244,6 +313,9 @@ class CachedSampler(LevelSampler):
             out["cond_kernel"] = np.concatenate(cond_kernels, axis=1)  # (C_cond, L * 4C)
             out["cond_bias"] = np.concatenate(cond_biases)
         out["hidden_kernel"], out["hidden_bias"] = _dense(twin.head_hidden)
+        if self._head.norm:
+            out["head_scale"], out["head_shift"] = _affine(twin.head_norm)
+        out["head_attention"] = [_attention_weights(a) for a in twin.head_attentions]
         out["logits_kernel"], out["logits_bias"] = _dense(twin.head_logits)
         return to_device(out)
 
@@ -275,7 +347,7 @@ class CachedSampler(LevelSampler):
 
     # --- the program ---
     def _row_program(self, filtered: bool, with_logits: bool):
-        blocks = self._blocks
+        blocks, head = self._blocks, self._head
         g, k = self.grid_size, self.num_codes
         depth = len(blocks)
         c = self.twin.channels
@@ -313,6 +385,8 @@ class CachedSampler(LevelSampler):
                     to_h = to_h + cond[..., 4 * c * b + 2 * c : 4 * c * (b + 1)]
                 from_row.append(to_h)
                 v = gated_activation(v_pre)  # (B, W, C)
+                if plan.vertical_norm:
+                    v = v * w["vertical_scale"] + w["vertical_shift"]
             return ops.stack(from_row), caches
 
         def position(weights, carry, data, row, j, controls, from_row):
@@ -328,30 +402,36 @@ class CachedSampler(LevelSampler):
                     [self._attention, batch, s_up + 1, 2 * s_side + 1, 2],
                 )
             h, gates, h_inputs, new_sums, new_descriptors = None, [], [], [], []
+
+            def attend(a, spatial, offsets, w, x):
+                """Attention module a (a `CausalAttention`) at this position: x (B, C) -> (B, C)."""
+                total = sums[a] + x  # running sum over raster positions <= this one
+                new_sums.append(total)
+                hidden = ops.relu(ops.matmul(total / count, w["squeeze_kernel"]) + w["squeeze_bias"])
+                x = x * ops.sigmoid(ops.matmul(hidden, w["excite_kernel"]) + w["excite_bias"])
+                here = CausalAttention.spatial_descriptor(x)  # (B, 2)
+                new_descriptors.append(here)
+                spatial_taps = ops.stack(
+                    [
+                        here if (dy, dx) == (0, 0) else d_window[a, :, s_up + dy, s_side + dx]
+                        for dy, dx in offsets
+                    ],
+                    axis=1,
+                )  # (B, T, 2)
+                return x * ops.sigmoid(
+                    spatial.call_on_taps(spatial_taps, w["spatial_kernel"], w["spatial_bias"])
+                )
+
             for b, (plan, w) in enumerate(zip(blocks, weights["blocks"], strict=True)):
                 taps = ops.stack(
                     [h_window[b, :, pad + dx] if dx < 0 else h for dx in plan.horizontal_dx], axis=1
                 )  # (B, T, C)
                 pre = plan.horizontal.call_on_taps(taps, w["horizontal_kernel"], w["horizontal_bias"])
                 gate = gated_activation(pre + pre_row[b])  # (B, C)
+                if plan.horizontal_norm:
+                    gate = gate * w["horizontal_scale"] + w["horizontal_shift"]
                 if plan.attention is not None:
-                    a = plan.attention
-                    total = sums[a] + gate  # running sum over raster positions <= this one
-                    new_sums.append(total)
-                    hidden = ops.relu(ops.matmul(total / count, w["squeeze_kernel"]) + w["squeeze_bias"])
-                    gate = gate * ops.sigmoid(ops.matmul(hidden, w["excite_kernel"]) + w["excite_bias"])
-                    here = CausalAttention.spatial_descriptor(gate)  # (B, 2)
-                    new_descriptors.append(here)
-                    spatial_taps = ops.stack(
-                        [
-                            here if (dy, dx) == (0, 0) else d_window[a, :, s_up + dy, s_side + dx]
-                            for dy, dx in plan.spatial_offsets
-                        ],
-                        axis=1,
-                    )  # (B, T, 2)
-                    gate = gate * ops.sigmoid(
-                        plan.spatial.call_on_taps(spatial_taps, w["spatial_kernel"], w["spatial_bias"])
-                    )
+                    gate = attend(plan.attention, plan.spatial, plan.spatial_offsets, w, gate)
                 gates.append(gate)
                 if plan.has_h_out:
                     update = ops.matmul(gate, w["residual_kernel"]) + w["residual_bias"]
@@ -359,6 +439,12 @@ class CachedSampler(LevelSampler):
                     h_inputs.append(h)
             skip = ops.matmul(ops.concatenate(gates, axis=-1), weights["skip_kernel"]) + weights["skip_bias"]
             hidden = ops.relu(ops.matmul(ops.relu(skip), weights["hidden_kernel"]) + weights["hidden_bias"])
+            if head.norm:
+                hidden = hidden * weights["head_scale"] + weights["head_shift"]
+            for a, spatial, offsets, w in zip(
+                head.attention, head.spatial, head.spatial_offsets, weights["head_attention"], strict=True
+            ):
+                hidden = attend(a, spatial, offsets, w, hidden)
             logits = ops.matmul(hidden, weights["logits_kernel"]) + weights["logits_bias"]  # (B, K)
             noise = dynamic_slice(data["noise"], [0, row, j, 0], [batch, 1, 1, k])[:, 0, 0]
             keep = dynamic_slice(data["keep"], [0, row, j], [batch, 1, 1])[:, 0, 0]
