@@ -42,6 +42,7 @@ bench: $(VENV)/.installed
 	for level in top middle bottom; do $(BIN)/python bench/prior.py --preset full --level $$level; done
 	$(BIN)/python bench/sampling.py --preset full --n 10 --backend tensorflow
 	$(BIN)/python bench/sampling.py --preset full --n 10 --backend jax
+	$(BIN)/python bench/quality.py --out runs/quality.json --markdown runs/quality.md
 
 # Rewrites every notebook's install cell, badges and accelerator metadata, and kaggle/*/kernel-metadata.json.
 notebooks: $(VENV)/.installed
