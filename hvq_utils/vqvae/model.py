@@ -124,14 +124,7 @@ class VQVAE(keras.Model):
         self.pre_quantizers = [
             layers.Conv2D(c.latent_dim, 1, name=f"{level}_pre_quantizer") for level in LEVELS
         ]
-        self.quantizers = [
-            VectorQuantizer(
-                c.codebook_sizes[i], c.latent_dim, update=c.codebook_update, decay=c.ema_decay,
-                commitment=c.commitment, restart_after=c.restart_after, seed=c.seed + i,
-                lookup=c.code_lookup, name=f"{level}_quantizer",
-            )
-            for i, level in enumerate(LEVELS)
-        ]
+        self._make_quantizers_and_metrics(c)
         # Upsampling widths mirror the encoder: the width the encoder had at each grid side,
         # and decoder_channels at full size.
         self.decoder_streams = [
@@ -156,6 +149,18 @@ class VQVAE(keras.Model):
             ],
             name="trunk",
         )
+
+    def _make_quantizers_and_metrics(self, c: Config) -> None:
+        """What every architecture shares besides its layers: the quantizers, the level-dropout
+        seed and the metrics (`SeedVQVAE` calls this too)."""
+        self.quantizers = [
+            VectorQuantizer(
+                c.codebook_sizes[i], c.latent_dim, update=c.codebook_update, decay=c.ema_decay,
+                commitment=c.commitment, restart_after=c.restart_after, seed=c.seed + i,
+                lookup=c.code_lookup, name=f"{level}_quantizer",
+            )
+            for i, level in enumerate(LEVELS)
+        ]
         self._dropout_seed = keras.random.SeedGenerator(c.seed + 17, name="level_dropout_seed")
         self.trackers = [keras.metrics.Mean(name="mse"), keras.metrics.Mean(name="psnr")]
         for level in LEVELS:
@@ -190,8 +195,9 @@ class VQVAE(keras.Model):
             outputs.append(self.quantizers[i](z, training=training))
         return outputs
 
-    def _decode_latents(self, latents: list):
-        """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1]."""
+    def _decode_latents(self, latents: list, training=False):
+        """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1].
+        (`training` matters only to architectures with BatchNorm in the decoder, `SeedVQVAE`.)"""
         merged = self.decoder_streams[0](latents[0])
         for stream, q in zip(self.decoder_streams[1:], latents[1:], strict=True):
             merged = merged + stream(q)  # (B, S, S, decoder_channels)
@@ -237,7 +243,8 @@ class VQVAE(keras.Model):
         batches and `compute_loss` reads everything it needs from this return value.
         """
         outputs = self._quantize(images, training=training)
-        recon = self._decode_latents(self._drop_levels([o["quantized"] for o in outputs], training))
+        latents = self._drop_levels([o["quantized"] for o in outputs], training)
+        recon = self._decode_latents(latents, training=training)
         per_image = ops.ones_like(recon[:, 0, 0, 0], dtype="float32")  # (B,)
         result = {"images": recon, "latent_loss": per_image * sum(o["loss"] for o in outputs)}
         for level, o in zip(LEVELS, outputs, strict=True):

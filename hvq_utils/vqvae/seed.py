@@ -29,7 +29,7 @@ convolution is a `SubPixelConvTranspose` (same weights and outputs, faster).
 
 Activation: ELU(alpha=0.1) everywhere one is applied (SEED.md: "throughout").
 
-BatchNorm: `call(images, training)` (VQVAE's, wrapped) passes `training` to the encoders, the
+BatchNorm: `call(images, training)` (VQVAE's) passes `training` to the encoders, the
 quantizers and the decoder, so `fit` trains on batch statistics and updates the moving ones,
 on TensorFlow and on JAX; `encode`, `decode`, `reconstruct`, `predict`, `evaluate` and
 `code_model` use the moving statistics.
@@ -79,7 +79,6 @@ from keras import layers, ops
 
 from hvq_utils.config import LEVELS, Config
 from hvq_utils.vqvae.model import _CONDITIONS, VQVAE
-from hvq_utils.vqvae.quantizer import VectorQuantizer
 from hvq_utils.vqvae.subpixel import SubPixelConvTranspose
 
 ALPHA = 0.1  # the seed's ELU slope for negative inputs
@@ -211,7 +210,7 @@ class SeedVQVAE(VQVAE):
 
     def __init__(self, config: Config | dict, **kwargs):
         # VQVAE.__init__ would make the other architecture's layers: go to keras.Model's, and
-        # make VQVAE's other state (config, quantizers, level-dropout seed, metrics) below.
+        # make VQVAE's shared state (quantizers, level-dropout seed, metrics) with its helper.
         super(VQVAE, self).__init__(**kwargs)
         c = config if isinstance(config, Config) else Config.from_dict(config)
         if c.encoder != "separate":
@@ -259,14 +258,7 @@ class SeedVQVAE(VQVAE):
                 ]
             parts.append(layers.Conv2D(c.latent_dim, 1, name=f"{level}_pre_quantizer"))
             self.heads.append(keras.Sequential(parts, name=f"{level}_head"))
-        self.quantizers = [
-            VectorQuantizer(
-                c.codebook_sizes[i], c.latent_dim, update=c.codebook_update, decay=c.ema_decay,
-                commitment=c.commitment, restart_after=c.restart_after, seed=c.seed + i,
-                lookup=c.code_lookup, name=f"{level}_quantizer",
-            )
-            for i, level in enumerate(LEVELS)
-        ]
+        self._make_quantizers_and_metrics(c)
         self.decoder_streams = []
         for i, level in enumerate(LEVELS):
             width_in = widths[d[i] - 1] * (2 if i == 0 else 1)
@@ -293,14 +285,6 @@ class SeedVQVAE(VQVAE):
             ],
             name="trunk",
         )
-        # VQVAE.__init__'s state besides its layers, the same here: VQVAE.call uses it.
-        self._dropout_seed = keras.random.SeedGenerator(c.seed + 17, name="level_dropout_seed")
-        self.trackers = [keras.metrics.Mean(name="mse"), keras.metrics.Mean(name="psnr")]
-        for level in LEVELS:
-            self.trackers += [
-                keras.metrics.Mean(name=f"{level}_perplexity"),
-                keras.metrics.Mean(name=f"{level}_usage"),
-            ]
 
     # --- forward pieces ---
     def _features(self, images, training=None) -> list:
@@ -322,15 +306,8 @@ class SeedVQVAE(VQVAE):
             outputs.append(self.quantizers[i](z, training=training))
         return outputs
 
-    def _decode_latents(self, latents: list, training=None):
-        """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1].
-
-        training None: that of the enclosing `call` (see there), else inference.
-        """
-        if training is None:
-            training = getattr(self, "_call_training", None)
-        if training is None:
-            training = False
+    def _decode_latents(self, latents: list, training=False):
+        """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1]."""
         merged = self.decoder_streams[0](latents[0], training=training)
         for stream, q in zip(self.decoder_streams[1:], latents[1:], strict=True):
             merged = merged + stream(q, training=training)  # (B, S, S, widths[0])
@@ -338,14 +315,3 @@ class SeedVQVAE(VQVAE):
         # Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back.
         return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
 
-    def call(self, images, training=False):
-        """VQVAE.call, its return dict included, with `training` reaching the decoder's
-        BatchNorm too: VQVAE.call calls `_decode_latents(latents)` without it, and Keras' call
-        context cannot stand in (JAX's `fit` runs `call` through `stateless_call`, which sets
-        none). Once VQVAE.call passes `training=training` on, this method can go.
-        """
-        object.__setattr__(self, "_call_training", training)  # untracked: a plain flag
-        try:
-            return super().call(images, training=training)
-        finally:
-            object.__setattr__(self, "_call_training", None)
