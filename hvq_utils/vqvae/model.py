@@ -30,11 +30,20 @@ usage-weighted mean vector at every position, the latent the decoder sees on ave
 level, instead of zeros, which the decoder never saw. The picture then shows what the named
 levels carry on top of an "average" contribution of the others.
 
+Coarse losses (`coarse_loss`, hvq architecture only). Left to the reconstruction alone, the
+bottom level, which sees the image 4x finer than the top, learns to carry everything, and the
+upper levels' latents shrink to the origin: ablating the top cost 0.00 dB after the demo
+training. So training also decodes the top level alone and the top and middle levels together
+(the same trunk on the running sum of the level streams, pooled: 4x the top grid's side, 8x the
+middle's), and adds the MSE of each against the image pooled alike, weighted by `coarse_loss`
+(0.3 and 1.0). The top level must then draw the coarse picture and each lower level adds what
+the levels above lack.
+
 Training: `fit` on batches of images. `call` returns the reconstruction with the latent loss
-and the code statistics; `compute_loss` returns MSE + the quantizers' latent losses and
-updates the metrics `mse`, `psnr` (dB, mean of per-image PSNR) and `<level>_perplexity`,
-`<level>_usage` (fraction of the codebook used in the batch), which `fit` and `evaluate` log
-on the TensorFlow and the JAX backends.
+(the coarse losses included) and the code statistics; `compute_loss` returns MSE + the
+quantizers' latent losses and updates the metrics `mse`, `psnr` (dB, mean of per-image
+PSNR) and `<level>_perplexity`, `<level>_usage` (fraction of the codebook used in the batch),
+which `fit` and `evaluate` log on the TensorFlow and the JAX backends.
 """
 
 from __future__ import annotations
@@ -82,6 +91,9 @@ class VQVAE(keras.Model):
     call(images, training) -> reconstructions: float32 (B, S, S, 3) in [0, 1], for images
     float (B, S, S, 3) in [0, 1], S = config.image_size.
     """
+
+    # Whether `_decode_latents(coarse=True)` exists, which `coarse_loss` trains (not the seed's).
+    has_coarse_decodes = True
 
     def __init__(self, config: Config | dict, **kwargs):
         super().__init__(**kwargs)
@@ -195,15 +207,51 @@ class VQVAE(keras.Model):
             outputs.append(self.quantizers[i](z, training=training))
         return outputs
 
-    def _decode_latents(self, latents: list, training=False):
+    def _decode_latents(self, latents: list, training=False, coarse: bool = False):
         """Quantized latents per level (top, middle, bottom) -> float32 (B, S, S, 3) in [0, 1].
-        (`training` matters only to architectures with BatchNorm in the decoder, `SeedVQVAE`.)"""
+        (`training` matters only to architectures with BatchNorm in the decoder, `SeedVQVAE`.)
+
+        coarse=True also returns the coarse decodes the coarse losses train:
+        (images, [top alone, top + middle]), each the trunk run on the running sum of the
+        level streams average-pooled by `_coarse_pool` (to 64x64 and 256x256 at 512 pixels),
+        float32 (B, s, s, 3). Pooled first, both together cost about a quarter of the full-size trunk pass.
+        """
         merged = self.decoder_streams[0](latents[0])
+        sums = [merged]
         for stream, q in zip(self.decoder_streams[1:], latents[1:], strict=True):
             merged = merged + stream(q)  # (B, S, S, decoder_channels)
-        raw = self.trunk(merged)
-        # Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back.
-        return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
+            sums.append(merged)
+        images = _clip_straight_through(self.trunk(merged))
+        if not coarse:
+            return images
+        pools = [self._coarse_pool(i) for i in range(2)]
+        return images, [
+            _clip_straight_through(self.trunk(ops.average_pool(s, p, p)))
+            for s, p in zip(sums[:2], pools, strict=True)
+        ]
+
+    def _coarse_pool(self, level_index: int) -> int:
+        """Average pooling from the image to a coarse decode's side: 4x the top grid's side for
+        the top alone, 8x the middle grid's for top + middle (the bottom grid's 4x).
+
+        Measured at the demo scale (bench/quality.py): pooling the middle's decode to 4x its
+        grid let the middle level collapse (0.6 dB lost when ablated), 8x for both levels the
+        same (0.4 dB).
+        """
+        return max(1, 2 ** (self.config.downsamples[level_index] - 2 - level_index))
+
+    def _coarse_losses(self, images, coarse: list):
+        """Per-image MSE, (B,), of the top-alone and the top+middle coarse decodes against the
+        image average-pooled alike, weighted by `coarse_loss` and summed. The
+        trunk is the full decoder's, so the top level must carry the coarse picture and the
+        lower levels add what it lacks, which keeps a level from collapsing into nothing."""
+        x = ops.cast(images, "float32")
+        total = 0.0
+        for i, got in enumerate(coarse):
+            p = self._coarse_pool(i)
+            weight = self.config.coarse_loss[i]
+            total = total + weight * ops.mean((ops.average_pool(x, p, p) - got) ** 2, axis=(1, 2, 3))
+        return total
 
     def _drop_levels(self, latents: list, training) -> list:
         """Level dropout: while training, each image's middle and bottom latents are each
@@ -244,9 +292,15 @@ class VQVAE(keras.Model):
         """
         outputs = self._quantize(images, training=training)
         latents = self._drop_levels([o["quantized"] for o in outputs], training)
-        recon = self._decode_latents(latents, training=training)
+        if training and self.has_coarse_decodes and max(self.config.coarse_loss) > 0.0:
+            recon, coarse = self._decode_latents(latents, training=training, coarse=True)
+            extra = self._coarse_losses(images, coarse)
+        else:
+            recon = self._decode_latents(latents, training=training)
+            extra = 0.0
         per_image = ops.ones_like(recon[:, 0, 0, 0], dtype="float32")  # (B,)
-        result = {"images": recon, "latent_loss": per_image * sum(o["loss"] for o in outputs)}
+        latent_loss = per_image * sum(o["loss"] for o in outputs) + extra
+        result = {"images": recon, "latent_loss": latent_loss}
         for level, o in zip(LEVELS, outputs, strict=True):
             result[f"{level}_perplexity"] = per_image * o["perplexity"]
             result[f"{level}_usage"] = per_image * o["usage"]
@@ -335,6 +389,11 @@ class VQVAE(keras.Model):
     def from_config(cls, config: dict) -> VQVAE:
         config = dict(config)
         return cls(Config.from_dict(config.pop("config")), **config)
+
+
+def _clip_straight_through(raw):
+    """Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back."""
+    return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
 
 
 def psnr_db(mse):

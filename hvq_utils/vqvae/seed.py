@@ -208,6 +208,9 @@ class SeedVQVAE(VQVAE):
     call(images, training) -> the dict VQVAE.call returns; images float (B, S, S, 3) in [0, 1].
     """
 
+    # The seed trains on the reconstruction alone: `coarse_loss` does not apply.
+    has_coarse_decodes = False
+
     def __init__(self, config: Config | dict, **kwargs):
         # VQVAE.__init__ would make the other architecture's layers: go to keras.Model's, and
         # make VQVAE's shared state (quantizers, level-dropout seed, metrics) with its helper.
