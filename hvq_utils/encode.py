@@ -7,6 +7,11 @@ The image size and the model come from the VQ-VAE's manifest; this stage's own s
 holds code TFRecords per split (read by `hvq_utils.data.code_dataset`), the VQ-VAE's
 codebooks (`codebooks.npz`, for priors that embed codes with them) and a manifest with the
 counts, grid shapes, code histograms and validation PSNR (mean of per-image PSNR).
+
+With `encode_flips` the train split also holds the codes of every train image flipped
+left-right (source id "<id>#flipped"), after its batch: the priors, which overfit small data
+sets, train on twice the codes, each of an image the VQ-VAE reconstructs as well (it trains
+with flips). The manifest's `splits` count code records; `images` counts the images.
 """
 
 from __future__ import annotations
@@ -82,10 +87,10 @@ def encode_codes(
     out.mkdir(parents=True, exist_ok=True)
 
     hist = {lv: np.zeros(k, np.int64) for lv, k in zip(LEVELS, config.codebook_sizes, strict=True)}
-    shards, splits, psnrs = [], {}, []
+    shards, splits, records, psnrs = [], {}, {}, []
     bar = tqdm(total=sum(data["splits"].get(s, 0) for s in SPLITS), unit="img", desc="encode")
     for split in SPLITS:
-        splits[split] = 0
+        splits[split] = records[split] = 0
         if not data["splits"].get(split):
             continue
         ds = image_dataset(data_dir, split, batch_size, with_ids=True)
@@ -98,10 +103,16 @@ def encode_codes(
                 if n < batch_size:
                     padding = np.zeros((batch_size - n, *images.shape[1:]), images.dtype)
                     full = np.concatenate([images, padding])
-                codes = {lv: np.asarray(c)[:n] for lv, c in code_model.predict_on_batch(full).items()}
-                writer.add_batch(codes, [i.decode() for i in ids])  # int32 (n, g, g) per level
-                for lv in LEVELS:
-                    hist[lv] += np.bincount(codes[lv].ravel(), minlength=len(hist[lv]))
+                names = [i.decode() for i in ids]
+                flips = [False, True] if split == "train" and config.encode_flips else [False]
+                for flipped in flips:
+                    x = full[:, :, ::-1] if flipped else full
+                    codes = {lv: np.asarray(c)[:n] for lv, c in code_model.predict_on_batch(x).items()}
+                    tags = [f"{i}#flipped" for i in names] if flipped else names
+                    writer.add_batch(codes, tags)  # int32 (n, g, g) per level
+                    for lv in LEVELS:
+                        hist[lv] += np.bincount(codes[lv].ravel(), minlength=len(hist[lv]))
+                    records[split] += n
                 if split == "validation":
                     recon = np.asarray(vq.predict_on_batch(full)["images"])[:n]  # decode(encode(x))
                     mse = np.mean((recon - images) ** 2, axis=(1, 2, 3))  # (n,)
@@ -120,7 +131,8 @@ def encode_codes(
         config,
         {"vqvae": vqm, "data": data},
         shards=shards,
-        splits=splits,
+        splits=records,
+        images=splits,
         grid_sizes=dict(zip(LEVELS, config.grid_sizes, strict=True)),
         codebook_sizes=dict(zip(LEVELS, config.codebook_sizes, strict=True)),
         histograms={lv: h.tolist() for lv, h in hist.items()},
@@ -130,7 +142,9 @@ def encode_codes(
     used = ", ".join(f"{lv} {int((h > 0).sum())}/{len(h)}" for lv, h in hist.items())
     psnr = manifest["validation"]["psnr"]
     log.info(
-        "encoded %d train + %d validation images; codes used: %s%s",
-        splits["train"], splits["validation"], used, f"; validation PSNR {psnr:.2f} dB" if psnr else "",
+        "encoded %d train + %d validation images%s; codes used: %s%s",
+        splits["train"], splits["validation"],
+        " (train also flipped)" if config.encode_flips else "", used,
+        f"; validation PSNR {psnr:.2f} dB" if psnr else "",
     )
     return manifest

@@ -123,6 +123,43 @@ def test_an_encode_setting_leaves_the_vqvae_alone(pipeline, tmp_path):
     assert same["histograms"] == old["histograms"]  # the batch size changes how, not what
 
 
+def test_encode_flips_adds_the_flipped_train_images_codes_for_the_priors(pipeline, tmp_path):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from hvq_utils.data import code_dataset, image_dataset
+    from hvq_utils.loading import load_model
+
+    root = pipeline  # its codes were made with the default, encode_flips=true
+    args = ("encode", "--data", str(root / "data"), "--vqvae", str(root / "vqvae"))
+    _refused(
+        _cli(*args, "--out", str(root / "codes"), "--set", "encode_flips=false", ok=False),
+        "encode_flips=True, not False",
+    )
+    _cli(*args, "--out", str(tmp_path / "codes"), "--set", "encode_flips=false")
+    made = json.loads(_manifest_bytes(root / "codes"))
+    old = json.loads(_manifest_bytes(tmp_path / "codes"))
+    assert made["images"] == old["images"] == old["splits"]
+    assert made["splits"] == {"train": 2 * old["splits"]["train"], "validation": old["splits"]["validation"]}
+
+    def read(codes_dir, split):
+        ds = code_dataset(codes_dir, split, batch_size=64, with_ids=True)
+        out = {}
+        for codes, ids in ds.as_numpy_iterator():
+            for j, i in enumerate(ids):
+                out[i.decode()] = {lv: c[j] for lv, c in codes.items()}
+        return out
+
+    flipped, plain = read(root / "codes", "train"), read(tmp_path / "codes", "train")
+    assert set(flipped) == set(plain) | {f"{i}#flipped" for i in plain}
+    assert read(tmp_path / "codes", "validation").keys() == read(root / "codes", "validation").keys()
+    vq = load_model(root / "vqvae" / "vqvae.keras")
+    images, ids = next(image_dataset(root / "data", "train", 64, with_ids=True).as_numpy_iterator())
+    expected = vq.encode(images[:, :, ::-1])
+    for j, i in enumerate(ids):
+        for lv, c in expected.items():
+            np.testing.assert_array_equal(flipped[f"{i.decode()}#flipped"][lv], np.asarray(c)[j])
+            np.testing.assert_array_equal(flipped[i.decode()][lv], plain[i.decode()][lv])
+
+
 def test_a_prior_setting_leaves_the_vqvae_and_the_codes_alone(pipeline, tmp_path):
     root = pipeline
     setting = "prior_dropout=0.3"
