@@ -1,6 +1,6 @@
 """Quality of VQ-VAE variants on the same data, at equal steps and at equal wall-clock time.
 
-    python bench/quality.py                                  # demo: full vs seed, ~27 min, 2 cores
+    python bench/quality.py                                  # demo: full vs seed, under 20 min, 2 cores
     python bench/quality.py --variant full=demo --no-priors  # one variant, no priors
     python bench/quality.py --scale smoke --steps 4 --seconds 20 --prior-steps 4
     python bench/quality.py --variant a=demo --variant b=demo,res_blocks=2,encoder_channels=16:32:64:64:96

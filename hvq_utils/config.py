@@ -357,7 +357,8 @@ def _validate(c: Config) -> None:
 
 PRESETS: dict[str, dict] = {
     # 512x512 images, grids 16/32/64, latent dim 64, codebooks 512/256/64 (the seed document's
-    # sizes); widths and prior shapes are this project's (see the README).
+    # sizes); widths, prior shapes, EMA codebooks and coarse losses are this project's (see the
+    # README, "Quality", for the evidence).
     "full": {},
     # The seed implementation's architecture at the full size (../shared/SEED.md): 128-wide
     # encoders, 256-wide blocks after the conditioning and at full resolution, a codebook
@@ -383,7 +384,7 @@ PRESETS: dict[str, dict] = {
         decoder_channels=32,
         min_image_side=32,
         shard_mb=8.0,
-        # 500 steps of 8 at 1e-3 take the time 300 of 16 at 3e-4 did and reconstruct 1-2 dB
+        # 500 steps of 8 at 1e-3 take the time 300 of 16 at 3e-4 did and reconstruct 0.6-1 dB
         # better (README, "Quality"); 2e-3 let the top codebook collapse to one code.
         batch_size=8,
         steps=500,
