@@ -82,7 +82,7 @@ def test_every_key_belongs_to_exactly_one_group():
 
 def test_a_section_holds_only_its_group():
     c = get_preset("smoke")
-    assert set(c.section("encode")) == {"encode_batch_size"}
+    assert set(c.section("encode")) == {"encode_batch_size", "encode_flips"}
     assert "jpeg_quality" not in c.section("vqvae") and "steps" in c.section("vqvae")
 
 

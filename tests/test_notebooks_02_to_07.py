@@ -48,7 +48,8 @@ def test_notebooks_02_to_07_run_in_sequence(prepared, notebook_runner):
     notebook_runner("03_encode_latents.ipynb", {**params, "BATCH_SIZE": 4}, root)
     codes = _manifest(root / "codes")
     assert codes["inputs"]["vqvae"]["hash"] == vq["hash"]
-    assert codes["splits"]["train"] + codes["splits"]["validation"] == 40
+    assert codes["images"]["train"] + codes["images"]["validation"] == 40
+    assert codes["splits"]["train"] == 2 * codes["images"]["train"]  # FLIPS: the flipped codes too
 
     for num, level in (("04", "top"), ("05", "middle"), ("06", "bottom")):
         out = root / f"prior-{level}"
