@@ -214,7 +214,8 @@ class VQVAE(keras.Model):
         coarse=True also returns the coarse decodes the coarse losses train:
         (images, [top alone, top + middle]), each the trunk run on the running sum of the
         level streams average-pooled by `_coarse_pool` (to 64x64 and 256x256 at 512 pixels),
-        float32 (B, s, s, 3). Pooled first, both together cost about a quarter of the full-size trunk pass.
+        float32 (B, s, s, 3). Pooled first, both together cost about a quarter of the
+        full-size trunk pass.
         """
         merged = self.decoder_streams[0](latents[0])
         sums = [merged]
@@ -234,9 +235,9 @@ class VQVAE(keras.Model):
         """Average pooling from the image to a coarse decode's side: 4x the top grid's side for
         the top alone, 8x the middle grid's for top + middle (the bottom grid's 4x).
 
-        Measured at the demo scale (bench/quality.py): pooling the middle's decode to 4x its
-        grid let the middle level collapse (0.6 dB lost when ablated), 8x for both levels the
-        same (0.4 dB).
+        Chosen by single demo-scale runs (README, "Quality"): pooling the top + middle decode
+        to 4x the middle grid's side left the middle level weak (0.6 dB lost when ablated, at
+        weights 0.3 / 0.3), and 8x for both decodes too (0.4 dB).
         """
         return max(1, 2 ** (self.config.downsamples[level_index] - 2 - level_index))
 
