@@ -78,7 +78,7 @@ import keras
 from keras import layers, ops
 
 from hvq_utils.config import LEVELS, Config
-from hvq_utils.vqvae.model import _CONDITIONS, VQVAE
+from hvq_utils.vqvae.model import _CONDITIONS, VQVAE, _clip_straight_through
 from hvq_utils.vqvae.subpixel import SubPixelConvTranspose
 
 ALPHA = 0.1  # the seed's ELU slope for negative inputs
@@ -314,7 +314,5 @@ class SeedVQVAE(VQVAE):
         merged = self.decoder_streams[0](latents[0], training=training)
         for stream, q in zip(self.decoder_streams[1:], latents[1:], strict=True):
             merged = merged + stream(q, training=training)  # (B, S, S, widths[0])
-        raw = self.trunk(merged, training=training)
-        # Forward: clip to [0, 1]; backward: identity, so overshooting pixels are pulled back.
-        return raw + ops.stop_gradient(ops.clip(raw, 0.0, 1.0) - raw)
+        return _clip_straight_through(self.trunk(merged, training=training))
 
