@@ -79,7 +79,8 @@ class SubPixelConvTranspose(layers.Layer):
         ordered (p', q', F), p' and q' the row and column phase slots (0: odd, 1: even outputs).
         """
         k = ops.reshape(self.kernel, (2, 2, 2, 2, self.filters, channels))  # (1 - a, p', 1 - b, q', F, C)
-        k = ops.flip(k, axis=(0, 2))  # (a, p', b, q', F, C)
+        # One axis a call: Keras 3.13's TensorFlow flip fails on a tuple of axes (ReverseV2 wants rank 1).
+        k = ops.flip(ops.flip(k, axis=0), axis=2)  # (a, p', b, q', F, C)
         k = ops.transpose(k, (0, 2, 5, 1, 3, 4))  # (a, b, C, p', q', F)
         return ops.reshape(k, (2, 2, channels, 4 * self.filters))
 
