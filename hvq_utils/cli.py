@@ -9,9 +9,10 @@
         [--keep top|top,middle] [--inpaint x0,y0,x1,y1|MASK_IMAGE]
     python -m hvq_utils demo --out DIR
 
-Each stage reads only its own group of settings from --preset and --set (`--help` lists
-them); the rest comes from its inputs. A bad argument or artifact ends the command with
-one line saying what to do (exit 2).
+Each stage reads only its own group of settings (and "runtime") from --preset and --set
+(`--help` lists them); the rest comes from its inputs, so a --set of another stage's setting
+is refused, naming the stage that owns it; `demo` runs every stage and takes every setting.
+A bad argument or artifact ends the command with one line saying what to do (exit 2).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import argparse
 import logging
 import sys
 
-from hvq_utils.config import LEVELS, PRESETS, STAGE_GROUPS, get_preset, help_lines, parse_overrides
+from hvq_utils.config import (
+    LEVELS,
+    PRESETS,
+    STAGE_GROUPS,
+    foreign_setting,
+    get_preset,
+    help_lines,
+    parse_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +70,16 @@ def _stage_parser(sub, name: str, help: str, groups: tuple[str, ...]) -> argpars
 
 
 def _config(args: argparse.Namespace, **extra):
+    """The config of args.stage: --preset, then --set, then the stage's own options (`extra`).
+    A --set of a key the stage does not read would be ignored without a word: refused instead."""
     overrides = parse_overrides(args.overrides)
+    stage = None if args.stage == "demo" else args.stage  # demo runs every stage: every group
+    for key, value in overrides.items():
+        why = stage and foreign_setting(stage, key)
+        if why:
+            raise UsageError(f"--set {key}={value}: {why}")
     overrides.update({k: v for k, v in extra.items() if v is not None})
-    return get_preset(args.preset, **overrides)
+    return get_preset(args.preset, stage=stage, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,9 @@ Every key belongs to exactly one group (`GROUPS`): "data" (stage 01, prepare),
 "vqvae" (02), "encode" (03), "prior" (04-06), "sample" (07) and "runtime" (how a stage
 runs, not what it makes: never compared). A stage records, hashes and compares only its
 own group; what earlier stages fixed (image size, grids, codebook sizes, the models) it
-takes from its inputs' manifests (`Config.adopt`). Every value is checked when the config
-is made, so a bad one fails before any work.
+takes from its inputs' manifests (`Config.adopt`), so `get_preset(name, stage=...)` refuses
+an override of another group's key rather than ignore it (`foreign_setting`). Every value is
+checked when the config is made, so a bad one fails before any work.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ STAGE_RECORDS = {
     "sample": ("data", "vqvae", "sample"),
 }
 STAGE_GROUPS = {stage: groups[-1] for stage, groups in STAGE_RECORDS.items()}  # the group each owns
+# Where the user meets each stage: its notebook(s), for messages.
+STAGE_NUMBERS = {"prepare": "01", "train-vqvae": "02", "encode": "03", "train-prior": "04-06", "sample": "07"}
+# The groups a stage takes from an input's manifest instead of from the config, and that input
+# (its command-line option; the notebooks' parameter has the same name in capitals). `sample`
+# uses no encode or prior setting: the priors it loads were trained with theirs.
+FIXED_BY_INPUT = {
+    "prepare": {},
+    "train-vqvae": {"data": "--data"},
+    "encode": {"data": "--vqvae", "vqvae": "--vqvae"},
+    "train-prior": {"data": "--codes", "vqvae": "--codes", "encode": "--codes"},
+    "sample": {"data": "--vqvae", "vqvae": "--vqvae", "encode": "--top/--middle/--bottom",
+               "prior": "--top/--middle/--bottom"},
+}
 
 
 def upper_levels(level: str) -> tuple[str, ...]:
@@ -429,13 +443,51 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def get_preset(name: str = "full", **overrides) -> Config:
+def foreign_setting(stage: str, key: str) -> str | None:
+    """Why `stage` refuses an override of `key`, in one line, or None when it reads the key.
+
+    A stage reads its own group and "runtime"; a key of another group it would silently ignore:
+    one of an upstream stage comes from an input's manifest (FIXED_BY_INPUT), one of a later
+    stage is not used. Unknown keys give None (the config itself refuses them).
+    """
+    if stage not in STAGE_GROUPS:
+        raise ValueError(f"stage={stage!r} is unknown; use one of {', '.join(STAGE_GROUPS)}")
+    try:
+        group = group_of(key)
+    except ValueError:
+        return None
+    if group in (STAGE_GROUPS[stage], "runtime"):
+        return None
+    owner = next(s for s, g in STAGE_GROUPS.items() if g == group)
+    why = f"{key} belongs to stage {STAGE_NUMBERS[owner]} {owner} (python -m hvq_utils {owner}); "
+    source = FIXED_BY_INPUT[stage].get(group)
+    if source:
+        manifest = "inputs' manifests" if "/" in source else "input's manifest"
+        why += f"{stage} takes it from its {source} {manifest}"
+    else:
+        why += f"{stage} does not use it"
+    own = [k for k in group_keys(STAGE_GROUPS[stage]) if k.endswith(f"_{key}")]
+    return why + (f"; did you mean {own[0]}?" if own else "")
+
+
+def get_preset(name: str = "full", *, stage: str | None = None, **overrides) -> Config:
     """The named preset with keyword overrides applied and checked.
 
     get_preset("smoke", steps=10) -> Config; unknown names or keys raise ValueError.
+    stage: the stage the config is for ("prepare", "train-vqvae", "encode", "train-prior",
+    "sample"); an override of a key that stage does not read (another stage's group) raises
+    ValueError naming the stage that owns it (`foreign_setting`). None: any key (the demo, which
+    runs every stage).
     """
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is unknown; use one of {', '.join(PRESETS)}")
+    if stage is not None and stage not in STAGE_GROUPS:
+        raise ValueError(f"stage={stage!r} is unknown; use one of {', '.join(STAGE_GROUPS)}")
+    if stage is not None:
+        for key, value in overrides.items():
+            why = foreign_setting(stage, key)
+            if why:
+                raise ValueError(f"{key}={value!r}: {why}")
     values = {**PRESETS[name], **overrides}
     return Config(**_coerce_all(values))
 

@@ -4,10 +4,13 @@ import pytest
 
 from hvq_utils import get_preset
 from hvq_utils.config import (
+    FIXED_BY_INPUT,
     GROUP_ORDER,
     PRESETS,
     STAGE_GROUPS,
+    STAGE_RECORDS,
     Config,
+    foreign_setting,
     group_keys,
     group_of,
     parse_overrides,
@@ -107,3 +110,51 @@ def test_preset_is_not_a_setting():
 def test_bad_sampling_controls_fail_at_config_time(key, value, message):
     with pytest.raises(ValueError, match=message):
         get_preset("smoke", **{key: value})
+
+
+def test_a_stage_reads_its_own_group_and_the_runtime_and_refuses_every_other_key():
+    for stage, own in STAGE_GROUPS.items():
+        # What the stage takes from its inputs' manifests: every group its output records but its own.
+        assert set(STAGE_RECORDS[stage][:-1]) <= set(FIXED_BY_INPUT[stage])
+        for group in GROUP_ORDER:
+            for key in group_keys(group):
+                why = foreign_setting(stage, key)
+                if group in (own, "runtime"):
+                    assert why is None, (stage, key)
+                else:
+                    owner = next(s for s, g in STAGE_GROUPS.items() if g == group)
+                    assert f"{key} belongs to stage " in why and f"(python -m hvq_utils {owner})" in why
+                    assert "\n" not in why
+
+
+@pytest.mark.parametrize(
+    "stage, key, fragment",
+    [
+        ("train-vqvae", "resize", "resize belongs to stage 01 prepare (python -m hvq_utils prepare); "
+         "train-vqvae takes it from its --data input's manifest"),
+        ("sample", "steps", "steps belongs to stage 02 train-vqvae (python -m hvq_utils train-vqvae); "
+         "sample takes it from its --vqvae input's manifest"),
+        ("sample", "prior_dropout", "sample takes it from its --top/--middle/--bottom inputs' manifests"),
+        ("encode", "jpeg_quality", "encode takes it from its --vqvae input's manifest"),
+        ("prepare", "learning_rate", "belongs to stage 02 train-vqvae (python -m hvq_utils train-vqvae); "
+         "prepare does not use it"),
+        ("train-prior", "steps", "from its --codes input's manifest; did you mean prior_steps?"),
+        ("encode", "batch_size", "did you mean encode_batch_size?"),
+        ("sample", "seed", "did you mean sample_seed?"),
+    ],
+)
+def test_a_preset_for_a_stage_refuses_another_stages_setting_naming_its_owner(stage, key, fragment):
+    value = get_preset("smoke").to_dict()[key]
+    with pytest.raises(ValueError) as e:
+        get_preset("smoke", stage=stage, **{key: value})
+    assert str(e.value).startswith(f"{key}={value!r}: ") and fragment in str(e.value)
+
+
+def test_a_preset_for_a_stage_takes_its_own_group_and_the_runtime_and_without_a_stage_anything():
+    c = get_preset("smoke", stage="train-prior", prior_steps=3, checkpoint_every=2)
+    assert (c.prior_steps, c.checkpoint_every) == (3, 2)
+    assert get_preset("smoke", resize="crop", prior_steps=3, n=2).resize == "crop"  # the demo's way
+    with pytest.raises(ValueError, match="unknown config key 'nope'"):
+        get_preset("smoke", stage="prepare", nope=1)
+    with pytest.raises(ValueError, match="stage='fly' is unknown"):
+        get_preset("smoke", stage="fly")
