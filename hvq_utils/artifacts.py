@@ -8,7 +8,8 @@ On Kaggle a notebook's inputs are datasets mounted under /kaggle/input and its o
 Kaggle handles (`locate`'s `path`, `publish`'s `handle`):
 - "owner/slug" or "owner/slug/versions/3": a dataset (the newest version, or that one);
 - "dataset:owner/slug[/versions/N]": the same, said explicitly;
-- "notebook:owner/notebook-slug[/versions/N]": a notebook's saved output;
+- "notebook:owner/notebook-slug[/versions/N]": a notebook's saved output (the slug of its
+  kernel, e.g. "notebook:you/hvq-02-train-vq-vae" for notebook 02, see release.notebook_handle);
 - a kaggle.com address, https://www.kaggle.com/datasets/owner/slug or .../code/owner/slug.
 A string of the bare form that names an existing local path is that local path ("runs/vqvae"
 once it exists); a pathlib.Path is always local.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from hvq_utils.loop import CHECKPOINTS
 from hvq_utils.manifest import MANIFEST, RUN_FILE, ManifestError, read_manifest
+from hvq_utils.release import notebook_handle
 from hvq_utils.runtime import detect_platform
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,27 @@ def _holding(manifests: list[dict]) -> str:
     return "only " + ", ".join(kinds)
 
 
+# The notebook whose output each stage writes (a prior: each level's), for the example handle
+# in messages; release.notebook_handle turns its number into the kernel's real slug.
+_WRITTEN_BY = {"prepare": "01", "train-vqvae": "02", "encode": "03", "sample": "07"}
+_PRIOR_WRITTEN_BY = {"top": "04", "middle": "05", "bottom": "06"}
+
+
+def _written_by(stage: str, level: str | None = None) -> str | None:
+    """The number of the notebook that writes `stage`'s artifact (a prior: `level`'s, else the top's)."""
+    if stage == "train-prior":
+        return _PRIOR_WRITTEN_BY.get(level or "top", "04")
+    return _WRITTEN_BY.get(stage)
+
+
+def example_handle(stage: str, level: str | None = None) -> str:
+    """The handle of the notebook output holding `stage`'s artifact (a prior: `level`'s, else the
+    top's) for a user "you", e.g. "notebook:you/hvq-02-train-vq-vae" for "train-vqvae"; for a
+    stage no notebook writes, the form "notebook:you/<notebook-slug>"."""
+    number = _written_by(stage, level)
+    return notebook_handle(number) if number else "notebook:you/<notebook-slug>"
+
+
 def _picked(manifest: dict, what: str, origin: str = "") -> Path:
     log.info(
         "using %s artifact %s%s (created %s, hash %s)",
@@ -254,7 +277,8 @@ def locate(
         if found is None:
             raise ManifestError(
                 f"no {what} artifact under {', '.join(roots)}; attach the earlier notebook's output "
-                "(Kaggle: Add Input > your dataset or notebook output) or set the path parameter"
+                "(Kaggle: Add Input > your dataset or notebook output) or set the path parameter, "
+                f"e.g. to {example_handle(stage, level)!r}"
             )
         return _picked(found, what)
     handle = parse_handle(path)
@@ -265,7 +289,7 @@ def locate(
         if found is None:
             raise ArtifactError(
                 f"{handle} (at {root}) holds no {what} artifact but {_holding(manifests)}; "
-                f"give the handle of the {stage} stage's output"
+                f"give the handle of the {stage} stage's output, e.g. {example_handle(stage, level)!r}"
             )
         return _picked(found, what, f" from {handle}")
     local = Path(path)
@@ -298,7 +322,7 @@ def resume_source(stage: str, value, level: str | None = None) -> Path | None:
     if not path.is_dir():
         raise ArtifactError(
             f"{value} is not a directory; give the earlier output's folder, or a Kaggle handle such "
-            "as 'notebook:you/hvq-02-train-vqvae'"
+            f"as {example_handle(stage, level)!r}"
         )
     log.info("continuing from %s", path)
     return path
@@ -309,6 +333,54 @@ def output_dir(name: str, path: str | os.PathLike = "auto") -> Path:
     if str(path) != "auto":
         return Path(path)
     return Path("/kaggle/working" if detect_platform() == "kaggle" else "runs") / name
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a notebook's "auto" paths point. root None: the defaults (`locate` searches
+    SEARCH_ROOTS, `output_dir` writes to /kaggle/working/<name> or runs/<name>); a folder (the
+    notebooks' DRIVE on Colab): every stage reads its "auto" inputs from it and writes its "auto"
+    output to <root>/<name> (data, vqvae, codes, prior-top ..., samples), so the next notebook and
+    a re-run after a disconnect find them with no path edited. Paths given explicitly are kept."""
+
+    root: Path | None = None
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return SEARCH_ROOTS if self.root is None else (str(self.root),)
+
+    def locate(self, stage: str, path: str | os.PathLike = "auto", level: str | None = None) -> Path:
+        """`locate`, searching only the root for "auto"."""
+        try:
+            return locate(stage, path, roots=self.roots, level=level)
+        except ManifestError:
+            if self.root is None or str(path) != "auto" or _newest(stage, level, _manifests(self.roots)):
+                raise
+        number = _written_by(stage, level)
+        maker = f"notebook {number}" if number else "the notebook that makes it"
+        what = f"{stage!r}" + (f" ({level})" if level else "")
+        raise ManifestError(
+            f"no {what} artifact under {self.root}; run {maker} with DRIVE = True first (it writes "
+            "there), or set the path parameter"
+        ) from None
+
+    def output_dir(self, name: str, path: str | os.PathLike = "auto") -> Path:
+        """`output_dir`, with "auto" under the root."""
+        if self.root is None or str(path) != "auto":
+            return output_dir(name, path)
+        return self.root / name
+
+
+def storage(drive: bool | str = False) -> Storage:
+    """The notebooks' DRIVE parameter: False, the defaults; True (Colab only), Google Drive mounted
+    and every "auto" path under /content/drive/MyDrive/hvq (a string: that folder; see
+    `runtime.drive_root`). Raises RuntimeError off Colab when `drive` is set."""
+    from hvq_utils.runtime import drive_root
+
+    root = drive_root(drive)
+    if root is not None:
+        log.info("Google Drive: 'auto' inputs and outputs under %s", root)
+    return Storage(root)
 
 
 # --- publishing -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ of the first markdown cell and the notebook metadata (Colab and Kaggle accelerat
 writes kaggle/<notebook>/kernel-metadata.json, whose code_file points at ../../notebooks/ (the
 kaggle CLI resolves code_file against the metadata's folder). Other cells are left alone, so it
 can be re-run after any edit. `kaggle-push` stages copies under build/kaggle/ and calls the
-`kaggle` command (installed separately: pip install kaggle); it reads no credential itself.
+`kaggle` command (installed separately: pip install "kaggle>=2.2.5"); it reads no credential itself.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,18 +37,15 @@ REPO_NAME = "hvq"
 REPO_URL = f"https://github.com/{REPO_OWNER}/{REPO_NAME}"
 VERSION = __version__
 TAG = f"v{VERSION}"
+GIT_SOURCE = f"hvq_utils @ git+{REPO_URL}@{TAG}"  # pip's requirement for the tagged release
 
 KAGGLE_OWNER = "hvq-project"  # the default owner of the kernels and the wheel dataset
 WHEEL_DATASET = "hvq-utils-wheel"
 
-# Colab's TPU runtime ships JAX and no TensorFlow; the tf.data readers need TensorFlow, and
-# tensorflow-cpu 2.21 has wheels for its Python 3.13 (data/platforms.json has the platforms).
-TENSORFLOW_CPU = "2.21.0"
-# What the platforms ship and pip must not upgrade or downgrade while installing hvq_utils or
-# tensorflow-cpu: the install cell pins each one it finds installed to its installed version.
-HELD = (
-    "keras", "jax", "jaxlib", "tensorflow", "tensorflow-cpu", "numpy", "protobuf", "ml-dtypes", "ipywidgets",
-)
+# Colab's TPU runtime ships JAX and no TensorFlow; the tf.data readers need TensorFlow. 2.20.0 is
+# what the other platforms ship, has wheels for Python 3.13 and accepts Colab TPU's h5py 3.16 and
+# protobuf 7 (2.21 requires h5py < 3.15, so pip would downgrade Colab's); data/platforms.json.
+TENSORFLOW_CPU = "2.20.0"
 
 T4 = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
 TPU_V5E8 = "TpuV5E8"  # Kaggle's "TPU VM v5e-8"
@@ -116,48 +112,73 @@ class ReleaseError(RuntimeError):
 # ---- what the notebooks hold -------------------------------------------------------------
 
 
-def _held_tuple() -> str:
-    names = textwrap.fill(
-        ", ".join(f'"{n}"' for n in HELD), 92, initial_indent="    ", subsequent_indent="    ",
-        break_on_hyphens=False,
-    )
-    return f"HELD = (\n{names},\n)"
-
-
-INSTALL_CELL = f'''\
+INSTALL_CELL = f"""\
 # Set-up on Kaggle and Colab, written by `python -m hvq_utils.release notebooks`. Installs
-# hvq_utils {VERSION} unless it is installed: from a wheel attached as a Kaggle dataset (works with
-# the Internet off), else from the {TAG} tag on GitHub. Where TensorFlow is missing (Colab's TPU
-# runtime) it adds tensorflow-cpu for the data readers; JAX stays the backend. pip may not change
-# the versions of these packages that the platform ships:
-{_held_tuple()}
+# hvq_utils {VERSION} unless it is installed: from the wheel dataset {KAGGLE_OWNER}/{WHEEL_DATASET}
+# when it is attached (works with the Internet off), else from HVQ_SOURCE (needs the Internet).
+# Where TensorFlow is missing (Colab's TPU runtime) it adds tensorflow-cpu for the data readers;
+# JAX stays the backend. pip may add packages but never changes one the platform ships: every
+# installed distribution is held at its version.
+HVQ_SOURCE = "{GIT_SOURCE}"  # or your fork's git+https URL
 import glob
+import importlib
 import importlib.metadata
 import importlib.util
 import pathlib
+import subprocess
+import sys
 import tempfile
 
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 HVQ_VERSION = "{VERSION}"
-held = pathlib.Path(tempfile.gettempdir()) / "hvq-held.txt"  # pip constraints: the installed versions
-pins = []
-for name in HELD:
+held = pathlib.Path(tempfile.gettempdir()) / "hvq-held.txt"  # pip constraints: what is installed
+pins = {{}}
+for dist in importlib.metadata.distributions():
     try:
-        pins.append(f"{{name}}=={{importlib.metadata.version(name)}}\\n")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-held.write_text("".join(pins))
+        Version(dist.version)  # pip refuses a constraints file with a malformed version in it
+    except (InvalidVersion, TypeError):
+        continue
+    if dist.metadata["Name"]:
+        pins.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)  # the first on sys.path
+pins.pop("hvq-utils", None)  # another version of hvq_utils is what gets replaced
+held.write_text("".join(f"{{name}}=={{version}}\\n" for name, version in sorted(pins.items())))
+
+
+def hvq_pip_install(requirement):
+    \"\"\"pip install `requirement` within `held`; True if it worked, else pip's last lines are shown.\"\"\"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "-c", str(held), requirement]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(*(done.stdout + done.stderr).strip().splitlines()[-6:], sep="\\n")
+    importlib.invalidate_caches()
+    return done.returncode == 0
+
+
 try:
     installed = importlib.metadata.version("hvq_utils")
 except importlib.metadata.PackageNotFoundError:
     installed = None
 if installed != HVQ_VERSION:
     found = []
-    for depth in ("*", "*/*", "*/*/*", "*/*/*/*"):  # /kaggle/input/<dataset>/ and deeper layouts
+    for depth in ("*", "*/*", "*/*/*", "*/*/*/*"):  # <dataset>/ and deeper layouts of attached inputs
         found += glob.glob(f"/kaggle/input/{{depth}}/hvq_utils-{{HVQ_VERSION}}-*.whl")
-    source = sorted(found)[0] if found else "hvq_utils @ git+{REPO_URL}@{TAG}"
-    %pip install -q -c "{{held}}" "{{source}}"
+    if not any(hvq_pip_install(source) for source in [*sorted(found)[:1], HVQ_SOURCE]):
+        raise SystemExit(
+            f"hvq set-up: hvq_utils {{HVQ_VERSION}} could not be installed ("
+            f"{{'the attached wheel failed' if found else 'no wheel attached'}}, and {{HVQ_SOURCE}} failed): "
+            "attach the Kaggle dataset {KAGGLE_OWNER}/{WHEEL_DATASET} (Add Input), or turn the Internet on "
+            "(Kaggle: Settings > Internet on), or set HVQ_SOURCE to a repository URL that is reachable"
+        )
 if importlib.util.find_spec("tensorflow") is None:
-    %pip install -q -c "{{held}}" tensorflow-cpu=={TENSORFLOW_CPU}'''
+    added = hvq_pip_install("tensorflow-cpu=={TENSORFLOW_CPU}")
+    if not added or importlib.util.find_spec("tensorflow") is None:
+        raise SystemExit(
+            "hvq set-up: tensorflow-cpu=={TENSORFLOW_CPU}, which the data readers need, could not be added "
+            "beside this runtime's packages (pip's lines are above): turn the Internet on, or use a runtime "
+            "that ships TensorFlow (Colab's GPU or CPU runtime)"
+        )"""
 
 
 def github_url(nb: Notebook) -> str:
@@ -177,6 +198,17 @@ def kaggle_import_url(nb: Notebook) -> str:
 def kernel_url(nb: Notebook, owner: str = KAGGLE_OWNER) -> str:
     """The published kernel on Kaggle (after kaggle-push), with its inputs attached."""
     return f"https://www.kaggle.com/code/{owner}/{nb.slug}"
+
+
+def notebook_handle(number: str, owner: str = "you") -> str:
+    """The Kaggle handle of notebook `number`'s saved output, "notebook:<owner>/<slug>", as
+    `hvq_utils.artifacts.locate` takes it: the kernel id that kernel_metadata (and so
+    kaggle/*/kernel-metadata.json) gives it under `owner`. The default owner "you" is the
+    placeholder that messages and the README show."""
+    nb = BY_NUMBER.get(number)
+    if nb is None:
+        raise ValueError(f"no notebook {number!r}; use one of {', '.join(BY_NUMBER)}")
+    return f"notebook:{kernel_metadata(nb, owner)['id']}"
 
 
 def badge(nb: Notebook) -> str:
@@ -344,6 +376,45 @@ def find_wheel(folder: Path) -> Path:
     return wheels[-1]
 
 
+# kaggle-push saves kernels with `kaggle kernels push --no-run`, which kaggle 2.2.5 added: an older
+# CLI stops at that flag ("unrecognized arguments"), after the wheel dataset is already uploaded.
+KAGGLE_CLI_MIN = "2.2.5"
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def kaggle_cli_version(executable: str) -> str:
+    """The version the `kaggle` command at `executable` reports with --version ("Kaggle CLI 2.2.5";
+    1.x says "Kaggle API 1.7.4.5"). Raises ReleaseError (one line) when it reports none."""
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=120)
+        said = (done.stdout + done.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        said = f"{type(e).__name__}: {e}"
+    found = re.search(r"Kaggle (?:CLI|API) (\d+(?:\.\d+)*)", said)
+    if found is None:
+        first = (said.splitlines() or ["nothing"])[0][:200]
+        raise ReleaseError(
+            f"cannot tell the version of the `kaggle` command at {executable} (`kaggle --version` said: "
+            f"{first}); kaggle-push needs kaggle >= {KAGGLE_CLI_MIN}: "
+            f"pip install -U \"kaggle>={KAGGLE_CLI_MIN}\""
+        )
+    return found[1]
+
+
+def check_kaggle_cli(executable: str) -> str:
+    """The kaggle CLI's version, or ReleaseError (one line) when it is older than KAGGLE_CLI_MIN."""
+    version = kaggle_cli_version(executable)
+    if _version_tuple(version) < _version_tuple(KAGGLE_CLI_MIN):
+        raise ReleaseError(
+            f"the `kaggle` command at {executable} is kaggle {version}, which lacks `kernels push --no-run`; "
+            f"kaggle-push needs {KAGGLE_CLI_MIN} or newer: pip install -U \"kaggle>={KAGGLE_CLI_MIN}\""
+        )
+    return version
+
+
 class Kaggle:
     """Runs the `kaggle` command. Each call prints the command and its output; a non-zero
     exit or an "error" line in the output raises ReleaseError (except with check=False)."""
@@ -402,7 +473,8 @@ def kaggle_push(
 ) -> None:
     """Publish the wheel dataset and the seven kernels under `owner`. Kernels are saved without
     running (Kaggle would run all seven at once, before their inputs exist) except those
-    numbered in `run`."""
+    numbered in `run`. Everything is checked before anything is uploaded: the owner, `run`, the
+    `kaggle` command (on PATH, kaggle >= KAGGLE_CLI_MIN) and its credentials, the generated files."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", owner):
         raise ReleaseError(f"--owner {owner!r} is not a Kaggle user name (letters, digits, - and _)")
     unknown = sorted(set(run) - set(BY_NUMBER))
@@ -410,12 +482,17 @@ def kaggle_push(
         raise ReleaseError(f"--run {' '.join(unknown)}: no such notebook; use numbers 01 to 07")
     executable = shutil.which("kaggle")
     if executable is None:
-        raise ReleaseError("kaggle-push needs the `kaggle` command, and none is on PATH: pip install kaggle")
+        raise ReleaseError(
+            "kaggle-push needs the `kaggle` command, and none is on PATH: "
+            f"pip install \"kaggle>={KAGGLE_CLI_MIN}\""
+        )
     if not kaggle_credentials_present():
         raise ReleaseError(
             "no Kaggle credentials for the kaggle command: set KAGGLE_API_TOKEN, or run `kaggle auth login`, "
             "or save kaggle.json in ~/.kaggle (tokens: kaggle.com > Settings > API)"
         )
+    # After the credentials: kaggle 1.x authenticates as it starts, even for --version.
+    check_kaggle_cli(executable)
     stale = write_generated(root, check=True)
     if stale:
         raise ReleaseError(f"{stale[0]} is not up to date; run `python -m hvq_utils.release notebooks` first")

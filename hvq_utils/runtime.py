@@ -12,6 +12,8 @@
 - GPU: the TensorFlow backend (MirroredStrategy over several GPUs), or JAX where TensorFlow
   is missing.
 - CPU: KERAS_BACKEND if set, else TensorFlow if installed, else JAX.
+- Colab: `drive_root` mounts Google Drive for the notebooks' DRIVE parameter (see
+  `artifacts.storage`).
 
 Training batch settings (`batch_size`, `prior_batch_size`, `encode_batch_size`) count images
 per device: the global batch is the setting times the devices, so a TPU v5e-8 trains on 8x the
@@ -28,6 +30,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 _POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 _AUTO_POLICY = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
@@ -223,3 +226,39 @@ def _say(rt: Runtime, config, batch_key: str | None, verbose: bool) -> None:
     if verbose and key not in _SAID and not (key is None and _SAID):
         _SAID.add(key)
         log.info(rt.describe(config, key))
+
+
+# Google Drive on Colab: where `drive.mount` puts it, and the folder under it that holds every
+# stage's "auto" input and output when a notebook sets DRIVE = True.
+DRIVE_MOUNT = "/content/drive"
+DRIVE_FOLDER = "MyDrive/hvq"
+
+
+def drive_root(drive: bool | str = True, mount_point: str | os.PathLike | None = None) -> Path | None:
+    """The folder on Google Drive for the notebooks' DRIVE parameter, mounted; None if `drive` is off.
+
+    drive: False or None: no Drive (None is returned); True: /content/drive/MyDrive/hvq; a string:
+    that folder instead, absolute or relative to the mount point ("MyDrive/hvq-whales").
+    mount_point: where Drive is mounted (default DRIVE_MOUNT, /content/drive). Mounts
+    Drive with google.colab's `drive.mount` unless MyDrive is already there (so once per VM,
+    however often a notebook runs), and creates the folder. Raises RuntimeError (one line) off
+    Colab, where there is no Drive to mount.
+    """
+    if not drive:
+        return None
+    platform = detect_platform()
+    if platform != "colab":
+        raise RuntimeError(
+            f"DRIVE = {drive!r} mounts Google Drive, which only Colab has (this runtime is {platform}); "
+            "set DRIVE = False and leave the paths on 'auto' or give them"
+        )
+    mount = Path(DRIVE_MOUNT if mount_point is None else mount_point)
+    if not (mount / "MyDrive").is_dir():
+        from google.colab import drive as google_drive
+
+        google_drive.mount(str(mount))
+        if not (mount / "MyDrive").is_dir():
+            raise RuntimeError(f"Google Drive did not mount at {mount} (no MyDrive); run the cell again")
+    root = mount / (DRIVE_FOLDER if drive is True else str(drive))
+    root.mkdir(parents=True, exist_ok=True)
+    return root

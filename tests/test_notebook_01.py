@@ -34,3 +34,6 @@ def test_notebook_01_prepares_a_folder(tmp_path, notebook_runner, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the grid of prepared images
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "train/broken.jpg" in html and "not an image" in html
+    # The stage's summary line reaches the notebook (logging is configured by the set-up cell).
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert "prepare: found 13 images = 12 written + 1 rejected" in stdout

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from packaging.requirements import Requirement
@@ -76,7 +77,6 @@ def test_every_base_requirement_accepts_what_the_platform_ships(pyproject, platf
 def test_the_base_requirements_never_name_a_framework(pyproject):
     names = {Requirement(line).name for line in pyproject["dependencies"]}
     assert not names & FRAMEWORKS
-    assert FRAMEWORKS <= set(release.HELD)  # and the install cell holds each of them
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORMS))
@@ -91,9 +91,8 @@ def test_tensorflow_cpu_is_added_exactly_where_tensorflow_is_missing(pyproject, 
     added = info["setup_installs"].get("tensorflow-cpu")
     assert bool(has_tf) != bool(added)
     if added:
+        # That it installs beside the platform's packages is what tools/platforms.py checks.
         assert added["version"] == release.TENSORFLOW_CPU
-        for name, spec in added["requires"].items():
-            assert SpecifierSet(spec).contains(info["packages"][name]), f"{platform}'s {name} vs {spec}"
         cpu = [Requirement(r) for r in pyproject["optional-dependencies"]["cpu"]]
         assert all(r.specifier.contains(release.TENSORFLOW_CPU) for r in cpu if r.name == "tensorflow-cpu")
 
@@ -185,9 +184,10 @@ def test_the_generator_command_checks_and_writes(tmp_path):
 
 @pytest.fixture
 def install_cell(tmp_path, monkeypatch):
-    """Runs the install cell in an IPython shell whose %pip only records its arguments, with
-    `installed` {name: version} as what importlib.metadata finds and `wheels` attached under a
-    stand-in for /kaggle/input. Returns the recorded pip command lines."""
+    """Runs the install cell in an IPython shell whose pip calls are recorded, not run. `installed`
+    {name: version} is what importlib.metadata finds; `wheels` are attached under a stand-in for
+    /kaggle/input; `failing` are the requirements pip fails to install. Returns the requirements
+    pip was asked for, in order, and the shell's result."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -199,7 +199,7 @@ def install_cell(tmp_path, monkeypatch):
     real_glob = glob.glob
     monkeypatch.setattr(glob, "glob", lambda p, **k: real_glob(p.replace("/kaggle/input", str(inputs)), **k))
 
-    def run(installed: dict[str, str], wheels: tuple[str, ...] = ()) -> list[str]:
+    def run(installed: dict[str, str], wheels: tuple[str, ...] = (), failing: tuple[str, ...] = ()):
         for wheel in wheels:
             (inputs / wheel).parent.mkdir(parents=True, exist_ok=True)
             (inputs / wheel).write_bytes(b"PK")
@@ -210,41 +210,95 @@ def install_cell(tmp_path, monkeypatch):
             return installed[name]
 
         monkeypatch.setattr(importlib.metadata, "version", version)
+        dists = [SimpleNamespace(metadata={"Name": n}, version=v) for n, v in installed.items()]
+        monkeypatch.setattr(importlib.metadata, "distributions", lambda: iter(dists))
         modules = {"tensorflow"} if {"tensorflow", "tensorflow-cpu"} & set(installed) else set()
         monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: object() if m in modules else None)
-        calls: list[str] = []
-        shell.register_magic_function(calls.append, "line", "pip")
-        result = shell.run_cell(release.INSTALL_CELL)
-        assert result.success, result.error_in_exec or result.error_before_exec
-        return calls
+        asked: list[str] = []
+
+        def pip(cmd, **kwargs):
+            assert cmd[:5] == [sys.executable, "-m", "pip", "install", "-q"]
+            assert cmd[5:7] == ["-c", str(tmp_path / "hvq-held.txt")]
+            asked.append(cmd[-1])
+            ok = cmd[-1] not in failing
+            if ok and cmd[-1].startswith("tensorflow-cpu"):
+                modules.add("tensorflow")
+            return subprocess.CompletedProcess(cmd, 0 if ok else 1, "", "" if ok else "ERROR: no route\n")
+
+        monkeypatch.setattr(subprocess, "run", pip)
+        return asked, shell.run_cell(release.INSTALL_CELL)
 
     return run
 
 
-COLAB_TPU = {"jax": "0.7.2", "keras": "3.13.0", "numpy": "2.0.2", "ipywidgets": "7.7.1", "protobuf": "5.29.5"}
+COLAB_TPU = {"jax": "0.7.2", "keras": "3.13.2", "numpy": "2.1.3", "ipywidgets": "7.7.1", "protobuf": "7.35.1",
+             "h5py": "3.16.0"}
+WHEEL = f"datasets/someone/hvq-utils-wheel/hvq_utils-{__version__}-py3-none-any.whl"
+TF_CPU = f"tensorflow-cpu=={release.TENSORFLOW_CPU}"
+
+
+def _one_line_exit(result) -> str:
+    """The message of the SystemExit the cell raised: one line, starting 'hvq set-up:'."""
+    assert not result.success and isinstance(result.error_in_exec, SystemExit)
+    message = str(result.error_in_exec)
+    assert message.startswith("hvq set-up: ") and "\n" not in message
+    return message
 
 
 def test_the_install_cell_does_nothing_when_this_version_is_installed(install_cell):
-    assert install_cell({"hvq_utils": __version__, "tensorflow": "2.20.0"}) == []
+    asked, result = install_cell({"hvq_utils": __version__, "tensorflow": "2.20.0"})
+    assert result.success and asked == []
 
 
 def test_the_install_cell_installs_the_tag_and_tensorflow_cpu_on_colab_tpu(install_cell, tmp_path):
-    calls = install_cell(COLAB_TPU)
-    held = tmp_path / "hvq-held.txt"
-    tag = f"hvq_utils @ git+https://github.com/hvq-project/hvq@v{__version__}"
-    assert calls == [
-        f'install -q -c "{held}" "{tag}"',
-        f'install -q -c "{held}" tensorflow-cpu=={release.TENSORFLOW_CPU}',
-    ]
-    assert sorted(held.read_text().splitlines()) == sorted(f"{k}=={v}" for k, v in COLAB_TPU.items())
+    asked, result = install_cell(COLAB_TPU)
+    assert result.success and asked == [release.GIT_SOURCE, TF_CPU]
+    held = (tmp_path / "hvq-held.txt").read_text().splitlines()
+    assert sorted(held) == sorted(f"{k}=={v}" for k, v in COLAB_TPU.items())
+
+
+def test_the_install_cell_holds_everything_installed_but_hvq_utils(install_cell, tmp_path):
+    installed = {"Pillow": "11.3.0", "ml_dtypes": "0.6.0", "hvq_utils": "0.0.9", "tensorflow": "2.20.0",
+                 "odd-build": "1.0-custom-build"}  # a version pip could not parse is left out
+    asked, result = install_cell(installed)
+    assert result.success and asked == [release.GIT_SOURCE]
+    held = (tmp_path / "hvq-held.txt").read_text().splitlines()
+    assert held == ["ml-dtypes==0.6.0", "pillow==11.3.0", "tensorflow==2.20.0"]
 
 
 def test_the_install_cell_prefers_the_attached_wheel_and_replaces_another_version(install_cell, tmp_path):
-    wheel = f"datasets/someone/hvq-utils-wheel/hvq_utils-{__version__}-py3-none-any.whl"
     installed = {"hvq_utils": "0.0.9", "tensorflow-cpu": "2.20.0", "jax": "0.7.2"}
-    calls = install_cell(installed, wheels=(wheel, "other/hvq_utils-0.0.1-py3-none-any.whl"))
-    assert calls == [f'install -q -c "{tmp_path / "hvq-held.txt"}" "{tmp_path / "input" / wheel}"']
+    asked, result = install_cell(installed, wheels=(WHEEL, "other/hvq_utils-0.0.1-py3-none-any.whl"))
+    assert result.success and asked == [str(tmp_path / "input" / WHEEL)]
     assert "tensorflow-cpu==2.20.0" in (tmp_path / "hvq-held.txt").read_text()
+
+
+def test_the_install_cell_falls_back_to_the_repository_when_the_wheel_fails(install_cell, tmp_path):
+    wheel = str(tmp_path / "input" / WHEEL)
+    asked, result = install_cell({"tensorflow": "2.20.0"}, wheels=(WHEEL,), failing=(wheel,))
+    assert result.success and asked == [wheel, release.GIT_SOURCE]
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_the_install_cell_stops_with_one_line_saying_what_to_attach_or_enable(
+    install_cell, tmp_path, attached
+):
+    wheel = str(tmp_path / "input" / WHEEL)
+    asked, result = install_cell(
+        {"tensorflow": "2.20.0"}, wheels=(WHEEL,) if attached else (), failing=(wheel, release.GIT_SOURCE)
+    )
+    assert asked == ([wheel] if attached else []) + [release.GIT_SOURCE]  # and no tensorflow-cpu after
+    message = _one_line_exit(result)
+    assert f"{release.KAGGLE_OWNER}/{release.WHEEL_DATASET}" in message  # what to attach
+    assert "Internet on" in message and "HVQ_SOURCE" in message  # what to enable, what to set
+    assert ("the attached wheel failed" if attached else "no wheel attached") in message
+
+
+def test_the_install_cell_stops_with_one_line_when_tensorflow_cpu_cannot_be_added(install_cell):
+    asked, result = install_cell(COLAB_TPU, failing=(TF_CPU,))
+    assert asked == [release.GIT_SOURCE, TF_CPU]
+    message = _one_line_exit(result)
+    assert TF_CPU in message and "Internet on" in message
 
 
 # ---- kernel metadata ----------------------------------------------------------------------
@@ -285,10 +339,62 @@ def test_the_kernels_form_a_chain_in_notebook_order():
 @pytest.mark.parametrize("file", FILES)
 def test_the_kernel_sources_are_what_the_notebook_locates(file):
     code = "\n".join(_cells(file, "code"))
-    stages = set(re.findall(r"artifacts\.locate\(\s*\"([a-z-]+)\"", code))
+    # store.locate: the DRIVE-aware lookup the notebooks call
+    stages = set(re.findall(r"(?:artifacts|store)\.locate\(\s*\"([a-z-]+)\"", code))
     wanted = set().union(*(WRITTEN_BY[s] for s in stages))
     number = {_kernel(f)["id"]: f[:2] for f in FILES}
     assert {number[source] for source in _kernel(file)["kernel_sources"]} == wanted
+
+
+# The stage function a notebook runs -> the stage whose settings its OVERRIDES may hold.
+RUNS = {"prepare_images(": "prepare", "train_vqvae(": "train-vqvae", "encode_codes(": "encode",
+        "train_prior(": "train-prior", "sample_images(": "sample"}
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_the_notebooks_overrides_are_checked_against_the_stage_it_runs(file):
+    code = "\n".join(_cells(file, "code"))
+    stages = {stage for call, stage in RUNS.items() if call in code}
+    assert len(stages) == 1, stages
+    calls = re.findall(r"get_preset\(([^)]*)\)", code)
+    assert calls
+    for args in calls:
+        if "OVERRIDES" in args:  # a stage refuses another stage's setting instead of ignoring it
+            assert f'stage="{stages.pop()}"' in args, args
+
+
+# A notebook output's Kaggle handle as the README, the notebooks and hvq_utils write it; the
+# module docstring of hvq_utils.artifacts shows the form with the placeholder owner/notebook-slug.
+HANDLE = re.compile(r"notebook:([A-Za-z0-9][A-Za-z0-9_-]*)/([A-Za-z0-9][A-Za-z0-9_-]*)")
+PLACEHOLDER = ("owner", "notebook-slug")
+
+
+def test_every_notebook_handle_shown_names_a_real_kernel():
+    slugs = {_kernel(f)["id"].split("/")[1] for f in FILES}
+    paths = [ROOT / "README.md", *(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "hvq_utils").rglob("*.py")]
+    texts = {p: p.read_text(encoding="utf-8") for p in paths}
+    shown = [(p.relative_to(ROOT), m.groups()) for p, text in texts.items() for m in HANDLE.finditer(text)]
+    assert len(shown) >= 3  # the README's two and notebook 02's at least
+    wrong = [(str(p), f"{owner}/{slug}") for p, (owner, slug) in shown if (owner, slug) != PLACEHOLDER
+             and slug not in slugs]
+    assert not wrong, f"not the slug of any kaggle/*/kernel-metadata.json id: {wrong}"
+
+
+def test_the_handles_in_messages_are_the_kernels_own(tmp_path):
+    from hvq_utils import artifacts
+
+    ids = {f[:2]: _kernel(f)["id"].split("/")[1] for f in FILES}
+    assert {n: release.notebook_handle(n) for n in ids} == {n: f"notebook:you/{s}" for n, s in ids.items()}
+    assert release.notebook_handle("02", "me") == "notebook:me/hvq-02-train-vq-vae"
+    with pytest.raises(artifacts.ArtifactError) as e:
+        artifacts.resume_source("train-vqvae", str(tmp_path / "gone"))
+    assert str(e.value).endswith(f"a Kaggle handle such as 'notebook:you/{ids['02']}'")
+    with pytest.raises(artifacts.ArtifactError) as e:
+        artifacts.resume_source("train-prior", str(tmp_path / "gone"), level="middle")
+    assert str(e.value).endswith(f"'notebook:you/{ids['05']}'")
+    with pytest.raises(artifacts.ManifestError) as e:
+        artifacts.locate("encode", roots=(str(tmp_path),))
+    assert str(e.value).endswith(f"'notebook:you/{ids['03']}'")
 
 
 # ---- kaggle-push --------------------------------------------------------------------------
@@ -299,6 +405,9 @@ FAKE_KAGGLE = """\
 #!{python}
 import json, os, pathlib, sys
 args = sys.argv[1:]
+if args == ["--version"]:  # as kaggle 2.x says it (1.x: "Kaggle API 1.7.4.5"); not logged
+    print(os.environ.get("FAKE_KAGGLE_VERSION", "Kaggle CLI 2.2.5"))
+    sys.exit()
 state = pathlib.Path(os.environ["FAKE_KAGGLE_STATE"])
 record = {{"argv": args}}
 if "-p" in args:
@@ -443,6 +552,32 @@ def test_kaggle_push_refuses_a_bad_owner_or_notebook_number(tmp_path, fake_kaggl
     assert "is not a Kaggle user name" in _push(tmp_path, env, "--owner", "a/b").stderr
     assert "--run 08: no such notebook" in _push(tmp_path, env, "--run", "08").stderr
     assert not (state / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "said, named",
+    [
+        ("Kaggle CLI 2.2.4", "is kaggle 2.2.4, which lacks `kernels push --no-run`"),
+        ("Kaggle API 1.7.4.5", "is kaggle 1.7.4.5, which lacks `kernels push --no-run`"),
+        ("usage: kaggle [-h]", "cannot tell the version of the `kaggle` command"),
+    ],
+)
+def test_kaggle_push_refuses_a_kaggle_cli_without_no_run_before_uploading(tmp_path, fake_kaggle, said, named):
+    env, state = fake_kaggle
+    env["FAKE_KAGGLE_VERSION"] = said
+    done = _push(tmp_path, env)
+    assert done.returncode == 2 and named in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert 'pip install -U "kaggle>=2.2.5"' in done.stderr
+    assert not (state / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize("said", ["Kaggle CLI 2.2.5", "Kaggle CLI 2.10.0", "Kaggle CLI 3.0"])
+def test_a_kaggle_cli_from_2_2_5_on_is_accepted(fake_kaggle, monkeypatch, said):
+    env, _ = fake_kaggle
+    monkeypatch.setenv("FAKE_KAGGLE_VERSION", said)
+    exe = shutil.which("kaggle", path=env["PATH"])
+    assert release.check_kaggle_cli(exe) == said.split()[-1]
 
 
 @pytest.mark.parametrize(

@@ -109,3 +109,17 @@ def test_a_saved_kaggle_version_is_a_batch_run():
     assert kaggle_batch_run({"KAGGLE_KERNEL_RUN_TYPE": "Batch"})
     assert not kaggle_batch_run({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"})
     assert not kaggle_batch_run({})
+
+
+def test_drive_root_off_needs_nothing_and_a_failed_mount_is_one_line(monkeypatch, tmp_path):
+    import types
+
+    from hvq_utils import runtime
+
+    assert runtime.drive_root(False) is None and runtime.drive_root(None) is None
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=lambda path: None)  # returns, but nothing appears
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    with pytest.raises(RuntimeError, match=r"^Google Drive did not mount at .*; run the cell again$"):
+        runtime.drive_root(True, mount_point=tmp_path / "drive")
