@@ -27,12 +27,13 @@ def compile_program(fn: Callable, donate_state: bool = True) -> Callable:
 @contextlib.contextmanager
 def full_precision():
     """Float32 matmuls at full precision inside: TF32 off on TensorFlow (restored after),
-    jax.default_matmul_precision("highest") on JAX (no bfloat16 passes on TPU)."""
+    jax.default_matmul_precision("float32") on JAX (no bfloat16 passes on TPU)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        with jax.default_matmul_precision("highest"):
+        # "float32", not its newer alias "highest", which JAX 0.4.30 (the [jax] floor) refuses.
+        with jax.default_matmul_precision("float32"):
             yield
     elif backend == "tensorflow":
         import tensorflow as tf
