@@ -11,7 +11,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 1
 KAGGLE_USER ?= hvq-project
 KAGGLE_PUSH_FLAGS ?=# e.g. --run 01, --public
 
-.PHONY: demo test lint bench clean notebooks kaggle-push
+.PHONY: demo test lint bench clean notebooks kaggle-push platforms
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,10 +27,16 @@ $(VENV)/ipywidgets7/ipywidgets: | $(BIN)/python
 	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/ipywidgets7 ipywidgets==7.7.1 ipython_genutils==0.2.0
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check hvq_utils tests bench
+	$(BIN)/ruff check hvq_utils tests bench tools
 
 test: $(VENV)/.installed $(VENV)/ipywidgets7/ipywidgets lint
 	$(BIN)/python -m pytest -q
+
+# Stand-ins of Colab's and Kaggle's GPU and TPU images (data/platforms.json): each one's Python and
+# packages, the notebooks' install cell, notebooks 01-07 at the smoke preset; then the lowest versions
+# pyproject.toml accepts. Built under .platforms/ and reused while data/platforms.json is unchanged.
+platforms: $(VENV)/.installed
+	$(BIN)/python tools/platforms.py
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m hvq_utils demo --out runs/demo
@@ -48,7 +54,7 @@ bench: $(VENV)/.installed
 notebooks: $(VENV)/.installed
 	$(BIN)/python -m hvq_utils.release notebooks
 
-# Needs the `kaggle` command (pip install kaggle) and Kaggle credentials.
+# Needs the `kaggle` command (pip install -U "kaggle>=2.2.5", which has --no-run) and Kaggle credentials.
 kaggle-push: $(VENV)/.installed
 	$(BIN)/python -m hvq_utils.release kaggle-push --owner $(KAGGLE_USER) $(KAGGLE_PUSH_FLAGS)
 
