@@ -24,10 +24,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvq_utils.config import STAGE_NUMBERS
 from hvq_utils.loop import CHECKPOINTS
 from hvq_utils.manifest import MANIFEST, RUN_FILE, ManifestError, read_manifest
 from hvq_utils.release import notebook_handle
-from hvq_utils.runtime import detect_platform
+from hvq_utils.runtime import detect_platform, drive_root
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +222,8 @@ def _holding(manifests: list[dict]) -> str:
     return "only " + ", ".join(kinds)
 
 
-# The notebook whose output each stage writes (a prior: each level's), for the example handle
-# in messages; release.notebook_handle turns its number into the kernel's real slug.
-_WRITTEN_BY = {"prepare": "01", "train-vqvae": "02", "encode": "03", "sample": "07"}
+# The notebook whose output each prior level is (the other stages: config.STAGE_NUMBERS), for
+# the example handle in messages; release.notebook_handle turns its number into the kernel's slug.
 _PRIOR_WRITTEN_BY = {"top": "04", "middle": "05", "bottom": "06"}
 
 
@@ -231,7 +231,7 @@ def _written_by(stage: str, level: str | None = None) -> str | None:
     """The number of the notebook that writes `stage`'s artifact (a prior: `level`'s, else the top's)."""
     if stage == "train-prior":
         return _PRIOR_WRITTEN_BY.get(level or "top", "04")
-    return _WRITTEN_BY.get(stage)
+    return STAGE_NUMBERS.get(stage)
 
 
 def example_handle(stage: str, level: str | None = None) -> str:
@@ -375,8 +375,6 @@ def storage(drive: bool | str = False) -> Storage:
     """The notebooks' DRIVE parameter: False, the defaults; True (Colab only), Google Drive mounted
     and every "auto" path under /content/drive/MyDrive/hvq (a string: that folder; see
     `runtime.drive_root`). Raises RuntimeError off Colab when `drive` is set."""
-    from hvq_utils.runtime import drive_root
-
     root = drive_root(drive)
     if root is not None:
         log.info("Google Drive: 'auto' inputs and outputs under %s", root)

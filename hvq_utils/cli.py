@@ -79,7 +79,7 @@ def _config(args: argparse.Namespace, **extra):
         if why:
             raise UsageError(f"--set {key}={value}: {why}")
     overrides.update({k: v for k, v in extra.items() if v is not None})
-    return get_preset(args.preset, stage=stage, **overrides)
+    return get_preset(args.preset, **overrides)  # refused above, with the --set form in the message
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -481,9 +481,9 @@ def get_preset(name: str = "full", *, stage: str | None = None, **overrides) -> 
     """
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is unknown; use one of {', '.join(PRESETS)}")
-    if stage is not None and stage not in STAGE_GROUPS:
-        raise ValueError(f"stage={stage!r} is unknown; use one of {', '.join(STAGE_GROUPS)}")
     if stage is not None:
+        if stage not in STAGE_GROUPS:
+            raise ValueError(f"stage={stage!r} is unknown; use one of {', '.join(STAGE_GROUPS)}")
         for key, value in overrides.items():
             why = foreign_setting(stage, key)
             if why:
